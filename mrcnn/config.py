@@ -1,0 +1,106 @@
+"""Mask R-CNN configuration: Matterport's attribute names, defaults and meanings.
+
+Subclass `Config`, override the class attributes you need (at least NAME and NUM_CLASSES),
+then instantiate it: `__init__` computes the derived values BATCH_SIZE, IMAGE_SHAPE and
+IMAGE_META_SIZE. As in Matterport, derived values are not recomputed when an attribute is
+assigned after construction; call `refresh()` (our addition) if you do that.
+"""
+import numpy as np
+
+
+class Config:
+    """Base configuration. All sizes are pixels unless stated otherwise."""
+
+    NAME = None                 # experiment name; lower-cased in log dirs and checkpoint names
+    GPU_COUNT = 1               # kept for compatibility; this library runs one replica
+    IMAGES_PER_GPU = 2          # images per step
+    STEPS_PER_EPOCH = 1000      # training steps per epoch
+    VALIDATION_STEPS = 50       # validation batches at the end of each epoch
+
+    BACKBONE = "resnet101"      # "resnet50", "resnet101" or a callable like resnet_graph
+    COMPUTE_BACKBONE_SHAPE = None   # callable(image_shape) -> [levels, 2]; with a callable BACKBONE
+    BACKBONE_STRIDES = [4, 8, 16, 32, 64]   # strides of P2..P6
+    FPN_CLASSIF_FC_LAYERS_SIZE = 1024       # width of the two "FC" layers of the classifier head
+    TOP_DOWN_PYRAMID_SIZE = 256             # FPN channels
+
+    NUM_CLASSES = 1             # including background
+
+    RPN_ANCHOR_SCALES = (32, 64, 128, 256, 512)   # anchor side per level P2..P6
+    RPN_ANCHOR_RATIOS = [0.5, 1, 2]               # width / height
+    RPN_ANCHOR_STRIDE = 1
+    RPN_NMS_THRESHOLD = 0.7
+    RPN_TRAIN_ANCHORS_PER_IMAGE = 256
+    PRE_NMS_LIMIT = 6000
+    POST_NMS_ROIS_TRAINING = 2000
+    POST_NMS_ROIS_INFERENCE = 1000
+
+    USE_MINI_MASK = True
+    MINI_MASK_SHAPE = (56, 56)  # (height, width)
+
+    IMAGE_RESIZE_MODE = "square"    # none | square | pad64 | crop
+    IMAGE_MIN_DIM = 800
+    IMAGE_MAX_DIM = 1024
+    IMAGE_MIN_SCALE = 0
+    IMAGE_CHANNEL_COUNT = 3
+    MEAN_PIXEL = np.array([123.7, 116.8, 103.9])    # RGB mean subtracted from the input
+
+    TRAIN_ROIS_PER_IMAGE = 200
+    ROI_POSITIVE_RATIO = 0.33
+    POOL_SIZE = 7
+    MASK_POOL_SIZE = 14
+    MASK_SHAPE = [28, 28]       # fixed by the mask head's architecture
+    MAX_GT_INSTANCES = 100
+    # Our addition (off = Matterport): add the GT boxes to the training proposals, as
+    # torchvision does, so the heads see positive ROIs from the first step.
+    PROPOSALS_INCLUDE_GT = False
+
+    RPN_BBOX_STD_DEV = np.array([0.1, 0.1, 0.2, 0.2])
+    BBOX_STD_DEV = np.array([0.1, 0.1, 0.2, 0.2])
+
+    DETECTION_MAX_INSTANCES = 100
+    DETECTION_MIN_CONFIDENCE = 0.7  # falsy (0 / None) disables the score filter
+    DETECTION_NMS_THRESHOLD = 0.3
+
+    LEARNING_RATE = 0.001       # users pass it to train(); train() itself does not read it
+    LEARNING_MOMENTUM = 0.9
+    WEIGHT_DECAY = 0.0001
+    LOSS_WEIGHTS = {
+        "rpn_class_loss": 1.,
+        "rpn_bbox_loss": 1.,
+        "mrcnn_class_loss": 1.,
+        "mrcnn_bbox_loss": 1.,
+        "mrcnn_mask_loss": 1.,
+    }
+    USE_RPN_ROIS = True
+    TRAIN_BN = False            # False: frozen BN; True: always batch stats; None: follow training
+    GRADIENT_CLIP_NORM = 5.0    # per-tensor gradient norm clip (Keras `clipnorm`)
+
+    def __init__(self):
+        self.refresh()
+
+    def refresh(self):
+        """Recompute BATCH_SIZE, IMAGE_SHAPE and IMAGE_META_SIZE from the current attributes."""
+        self.BATCH_SIZE = self.IMAGES_PER_GPU * self.GPU_COUNT
+        side = self.IMAGE_MIN_DIM if self.IMAGE_RESIZE_MODE == "crop" else self.IMAGE_MAX_DIM
+        self.IMAGE_SHAPE = np.array([side, side, self.IMAGE_CHANNEL_COUNT])
+        # image_id(1) + original shape(3) + molded shape(3) + window(4) + scale(1) + active ids
+        self.IMAGE_META_SIZE = 1 + 3 + 3 + 4 + 1 + self.NUM_CLASSES
+
+    def to_dict(self):
+        """Upper-case, non-callable attributes as a dict (arrays become lists)."""
+        out = {}
+        for name in dir(self):
+            value = getattr(self, name)
+            if name.startswith("__") or not name.isupper() or callable(value):
+                continue
+            out[name] = value.tolist() if isinstance(value, np.ndarray) else value
+        return out
+
+    def display(self):
+        """Print every configuration value, one per line, as Matterport does."""
+        print("\nConfigurations:")
+        for name in dir(self):
+            value = getattr(self, name)
+            if not name.startswith("__") and not callable(value):
+                print("{:30} {}".format(name, value))
+        print("\n")

@@ -1,0 +1,55 @@
+"""Second-stage heads on pooled ROIs: classifier + box regressor, and the mask head.
+
+Matterport wraps these layers in TimeDistributed; we fold the ROI axis into the batch axis
+([B, R, ...] -> [B*R, ...]) and apply plain layers with the same names and weight shapes,
+which is the same computation without the wrapper's overhead. R must be static.
+  fpn_classifier_graph -> logits [B, R, NC], probs [B, R, NC], deltas [B, R, NC, 4]
+  build_fpn_mask_graph -> masks [B, R, 28, 28, NC] (sigmoid probabilities)
+"""
+from keras import layers as KL
+from keras import ops
+
+from mrcnn.backbone import BatchNorm
+from mrcnn.roi import PyramidROIAlign
+
+
+def _fold(x):
+    """[B, R, ...] -> [B*R, ...]."""
+    return ops.reshape(x, (-1,) + tuple(x.shape[2:]))
+
+
+def _unfold(x, rois):
+    """[B*R, ...] -> [B, R, ...] with R taken from rois [B, R, 4]."""
+    return ops.reshape(x, (-1, rois.shape[1]) + tuple(x.shape[1:]))
+
+
+def fpn_classifier_graph(rois, feature_maps, image_meta, pool_size, num_classes, train_bn=True,
+                         fc_layers_size=1024, min_level=2):
+    """Classifier and box heads. rois [B, R, 4] normalized; feature_maps from P{min_level}."""
+    x = PyramidROIAlign([pool_size, pool_size], min_level=min_level,
+                        name="roi_align_classifier")([rois, image_meta] + list(feature_maps))
+    x = _fold(x)
+    x = KL.Conv2D(fc_layers_size, pool_size, padding="valid", name="mrcnn_class_conv1")(x)
+    x = KL.Activation("relu")(BatchNorm(train_bn=train_bn, name="mrcnn_class_bn1")(x))
+    x = KL.Conv2D(fc_layers_size, 1, name="mrcnn_class_conv2")(x)
+    x = KL.Activation("relu")(BatchNorm(train_bn=train_bn, name="mrcnn_class_bn2")(x))
+    shared = KL.Reshape((fc_layers_size,), name="pool_squeeze")(x)
+    logits = KL.Dense(num_classes, name="mrcnn_class_logits")(shared)
+    probs = KL.Activation("softmax", name="mrcnn_class")(logits)
+    deltas = KL.Dense(num_classes * 4, name="mrcnn_bbox_fc")(shared)
+    deltas = KL.Reshape((num_classes, 4), name="mrcnn_bbox")(deltas)
+    return _unfold(logits, rois), _unfold(probs, rois), _unfold(deltas, rois)
+
+
+def build_fpn_mask_graph(rois, feature_maps, image_meta, pool_size, num_classes, train_bn=True,
+                         min_level=2):
+    """Mask head: 4 x (3x3 conv, BN, ReLU), 2x2 deconv, 1x1 sigmoid conv per class."""
+    x = PyramidROIAlign([pool_size, pool_size], min_level=min_level,
+                        name="roi_align_mask")([rois, image_meta] + list(feature_maps))
+    x = _fold(x)
+    for i in range(1, 5):
+        x = KL.Conv2D(256, 3, padding="same", name=f"mrcnn_mask_conv{i}")(x)
+        x = KL.Activation("relu")(BatchNorm(train_bn=train_bn, name=f"mrcnn_mask_bn{i}")(x))
+    x = KL.Conv2DTranspose(256, 2, strides=2, activation="relu", name="mrcnn_mask_deconv")(x)
+    x = KL.Conv2D(num_classes, 1, activation="sigmoid", name="mrcnn_mask")(x)
+    return _unfold(x, rois)

@@ -1,0 +1,80 @@
+"""The five Mask R-CNN losses (Matterport's definitions) as TensorFlow functions.
+
+Each returns a scalar float32. A loss with nothing to average (no positive anchor, no
+positive ROI) is 0 rather than NaN.
+"""
+import tensorflow as tf
+
+
+def smooth_l1_loss(y_true, y_pred):
+    """Element-wise smooth L1: 0.5 d^2 where |d| < 1, else |d| - 0.5."""
+    diff = tf.abs(y_true - y_pred)
+    return tf.where(diff < 1.0, 0.5 * diff ** 2, diff - 0.5)
+
+
+def _safe_mean(x):
+    return tf.math.divide_no_nan(tf.reduce_sum(x), tf.cast(tf.size(x), tf.float32))
+
+
+def rpn_class_loss_graph(rpn_match, rpn_class_logits):
+    """rpn_match [B, A, 1] int (1 pos, -1 neg, 0 ignore), logits [B, A, 2] -> CE over pos+neg."""
+    rpn_match = tf.squeeze(rpn_match, -1)
+    active = tf.not_equal(rpn_match, 0)
+    target = tf.cast(tf.equal(tf.boolean_mask(rpn_match, active), 1), tf.int32)
+    logits = tf.boolean_mask(rpn_class_logits, active)
+    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=target, logits=logits)
+    return _safe_mean(ce)
+
+
+def rpn_bbox_loss_graph(config, target_bbox, rpn_match, rpn_bbox):
+    """Smooth L1 of the deltas of positive anchors.
+
+    target_bbox [B, RPN_TRAIN_ANCHORS_PER_IMAGE, 4] holds, per image, the targets of its
+    positive anchors in anchor order, zero-padded; rpn_match [B, A, 1]; rpn_bbox [B, A, 4].
+    """
+    positive = tf.equal(tf.squeeze(rpn_match, -1), 1)
+    pred = tf.boolean_mask(rpn_bbox, positive)
+    counts = tf.reduce_sum(tf.cast(positive, tf.int32), axis=1)
+    rows = tf.range(tf.shape(target_bbox)[1])[None, :] < counts[:, None]
+    target = tf.boolean_mask(target_bbox, rows)
+    return _safe_mean(smooth_l1_loss(target, pred))
+
+
+def mrcnn_class_loss_graph(target_class_ids, pred_class_logits, active_class_ids):
+    """target_class_ids [B, T] int, logits [B, T, NC], active_class_ids [B, NC] (1 = class is
+    in the image's source). Predictions of inactive classes do not count, as in Matterport
+    (the first image's active ids are used for the whole batch)."""
+    target = tf.cast(target_class_ids, tf.int32)
+    pred_ids = tf.argmax(pred_class_logits, axis=2)
+    pred_active = tf.gather(tf.cast(active_class_ids[0], tf.float32), pred_ids)
+    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=target, logits=pred_class_logits)
+    return tf.math.divide_no_nan(tf.reduce_sum(ce * pred_active), tf.reduce_sum(pred_active))
+
+
+def mrcnn_bbox_loss_graph(target_bbox, target_class_ids, pred_bbox):
+    """target_bbox [B, T, 4], target_class_ids [B, T], pred_bbox [B, T, NC, 4]: smooth L1 of the
+    target class's deltas over positive ROIs."""
+    target_class_ids = tf.cast(tf.reshape(target_class_ids, [-1]), tf.int32)
+    target_bbox = tf.reshape(target_bbox, [-1, 4])
+    pred_bbox = tf.reshape(pred_bbox, [-1, pred_bbox.shape[2], 4])
+    positive = tf.where(target_class_ids > 0)[:, 0]
+    index = tf.stack([tf.cast(positive, tf.int32), tf.gather(target_class_ids, positive)], 1)
+    pred = tf.gather_nd(pred_bbox, index)
+    return _safe_mean(smooth_l1_loss(tf.gather(target_bbox, positive), pred))
+
+
+def mrcnn_mask_loss_graph(target_masks, target_class_ids, pred_masks):
+    """target_masks [B, P, h, w] in {0, 1}, target_class_ids [B, P], pred_masks [B, P, h, w, NC]
+    probabilities: binary cross-entropy of the target class's mask over positive ROIs."""
+    target_class_ids = tf.cast(tf.reshape(target_class_ids, [-1]), tf.int32)
+    shape = tf.shape(pred_masks)
+    target_masks = tf.reshape(target_masks, [-1, shape[2], shape[3]])
+    pred_masks = tf.reshape(pred_masks, [-1, shape[2], shape[3], shape[4]])
+    positive = tf.where(target_class_ids > 0)[:, 0]
+    pred = tf.gather(tf.gather(pred_masks, positive), tf.gather(target_class_ids, positive),
+                     axis=3, batch_dims=1)
+    y_true = tf.gather(target_masks, positive)
+    eps = 1e-7
+    pred = tf.clip_by_value(pred, eps, 1. - eps)
+    bce = -(y_true * tf.math.log(pred) + (1. - y_true) * tf.math.log(1. - pred))
+    return _safe_mean(bce)
