@@ -1,0 +1,213 @@
+"""Graph stages on hand-made inputs with known answers: proposals, ROIAlign levels,
+detection targets, detections and the five losses."""
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mrcnn.config import Config
+from mrcnn import losses
+from mrcnn.roi import DetectionLayer, DetectionTargetLayer, PyramidROIAlign
+from mrcnn.rpn import ProposalLayer
+
+
+class HandConfig(Config):
+    NAME = "hand"
+    NUM_CLASSES = 3
+    IMAGES_PER_GPU = 1
+    IMAGE_MAX_DIM = 128
+    PRE_NMS_LIMIT = 10
+    TRAIN_ROIS_PER_IMAGE = 9          # -> int(9 * 0.33) = 2 positive slots
+    MINI_MASK_SHAPE = (28, 28)
+    DETECTION_MAX_INSTANCES = 5
+    DETECTION_MIN_CONFIDENCE = 0.5
+    DETECTION_NMS_THRESHOLD = 0.3
+
+
+def f32(x):
+    return tf.constant(np.asarray(x, np.float32))
+
+
+def test_proposal_layer_scores_refines_suppresses_and_pads():
+    config = HandConfig()
+    anchors = [[0.1, 0.1, 0.3, 0.3], [0.1, 0.11, 0.3, 0.31], [0.5, 0.5, 0.7, 0.7],
+               [0.6, 0.0, 0.9, 0.2]]
+    scores = [0.9, 0.8, 0.7, 0.1]
+    probs = np.stack([1 - np.array(scores), scores], -1)[None]
+    deltas = np.zeros((1, 4, 4), np.float32)
+    deltas[0, 3] = [1.0, 0, 0, 0]     # moves anchor 3 down by 1 std-dev unit * 0.1 * height
+    out = ProposalLayer(4, 0.7, config=config)([f32(probs), f32(deltas), f32([anchors])]).numpy()
+    assert out.shape == (1, 4, 4)
+    np.testing.assert_allclose(out[0, 0], anchors[0], atol=1e-6)
+    np.testing.assert_allclose(out[0, 1], anchors[2], atol=1e-6)   # anchor 1 suppressed
+    np.testing.assert_allclose(out[0, 2], [0.63, 0.0, 0.93, 0.2], atol=1e-6)
+    np.testing.assert_array_equal(out[0, 3], 0)                    # padding
+
+
+def test_proposal_layer_clips_to_image():
+    config = HandConfig()
+    out = ProposalLayer(1, 0.7, config=config)(
+        [f32([[[0., 1.]]]), f32([[[0, 0, 50., 50.]]]), f32([[[0.4, 0.4, 0.6, 0.6]]])]).numpy()
+    assert out.min() >= 0 and out.max() <= 1
+    np.testing.assert_allclose(out[0, 0], [0, 0, 1, 1], atol=1e-6)
+
+
+@pytest.mark.parametrize("side,level", [(0.05, 2), (0.11, 3), (0.21875, 4), (0.4375, 5),
+                                        (0.9, 5)])
+def test_roi_align_picks_the_pyramid_level_by_box_size(side, level):
+    # image 1024x1024: level = 4 + round(log2(side * 1024 / 224)), clipped to 2..5.
+    meta = np.zeros((1, 16), np.float32)
+    meta[0, 4:7] = [1024, 1024, 3]
+    maps = [tf.fill([1, 1024 // s, 1024 // s, 2], float(lvl))
+            for s, lvl in zip([4, 8, 16, 32], [2, 3, 4, 5])]
+    box = [[[0.05, 0.05, 0.05 + side, 0.05 + side]]]
+    out = PyramidROIAlign([3, 3])([f32(box), f32(meta)] + maps).numpy()
+    assert out.shape == (1, 1, 3, 3, 2)
+    np.testing.assert_allclose(out, level)
+
+
+def test_roi_align_keeps_box_order_and_samples_bilinearly():
+    meta = np.zeros((1, 16), np.float32)
+    meta[0, 4:7] = [64, 64, 3]
+    ramp = np.tile(np.arange(16, dtype=np.float32)[None, :, None], (16, 1, 1))[None]  # x value
+    maps = [f32(ramp), tf.zeros([1, 8, 8, 1]), tf.zeros([1, 4, 4, 1]), tf.zeros([1, 2, 2, 1])]
+    boxes = [[[0, 0, 0.2, 0.2], [0, 0.6, 0.2, 0.8]]]   # small -> P2 (the ramp)
+    out = PyramidROIAlign([2, 2])([f32(boxes), f32(meta)] + maps).numpy()
+    # crop_and_resize samples x at x1*(W-1) and x2*(W-1): 0 and 3; 9 and 12.
+    np.testing.assert_allclose(out[0, 0, 0, :, 0], [0, 3], atol=1e-5)
+    np.testing.assert_allclose(out[0, 1, 0, :, 0], [9, 12], atol=1e-5)
+
+
+def test_detection_targets_sample_positives_first_with_deltas_and_masks():
+    config = HandConfig()
+    gt_box = [0.1, 0.1, 0.5, 0.5]
+    proposals = np.zeros((1, 6, 4), np.float32)
+    proposals[0, 0] = gt_box                        # IoU 1
+    proposals[0, 1] = [0.1, 0.15, 0.5, 0.55]        # IoU 0.78, shifted right
+    proposals[0, 2] = [0.7, 0.7, 0.9, 0.9]          # IoU 0 -> negative
+    gt_ids = np.array([[2, 0]], np.int32)
+    gt_boxes = np.array([[gt_box, [0, 0, 0, 0]]], np.float32)
+    gt_masks = np.zeros((1, 28, 28, 2), bool)
+    gt_masks[0, :, :, 0] = True
+    rois, ids, deltas, masks = [t.numpy() for t in DetectionTargetLayer(config)(
+        [f32(proposals), tf.constant(gt_ids), f32(gt_boxes), tf.constant(gt_masks)])]
+    assert rois.shape == (1, 9, 4) and ids.shape == (1, 9) and masks.shape == (1, 2, 28, 28)
+    assert ids.dtype == np.int32
+    assert list(ids[0]) == [2, 2, 0, 0, 0, 0, 0, 0, 0]
+    np.testing.assert_allclose(rois[0, 2], [0.7, 0.7, 0.9, 0.9])
+    np.testing.assert_array_equal(rois[0, 3:], 0)
+    exact = int(np.argmin(np.abs(rois[0, :2, 1] - 0.1)))
+    shifted = 1 - exact
+    np.testing.assert_allclose(deltas[0, exact], 0, atol=1e-6)
+    # shifted box: dx = -0.05 / 0.4 / 0.1 (BBOX_STD_DEV)
+    np.testing.assert_allclose(deltas[0, shifted], [0, -1.25, 0, 0], atol=1e-5)
+    assert masks[0, exact].min() == 1
+    # The shifted ROI sticks out of the GT box on its right: those mask columns are 0.
+    assert masks[0, shifted, :, -1].max() == 0 and masks[0, shifted, :, 0].min() == 1
+    np.testing.assert_array_equal(deltas[0, 2:], 0)
+
+
+def test_detection_targets_without_positives_sample_negatives():
+    config = HandConfig()
+    proposals = np.zeros((1, 6, 4), np.float32)
+    proposals[0, :3] = [[0.7, 0.7, 0.9, 0.9], [0.6, 0.6, 0.8, 0.8], [0, 0, 0.05, 0.05]]
+    gt_boxes = np.array([[[0.1, 0.1, 0.4, 0.4]]], np.float32)
+    rois, ids, _, _ = [t.numpy() for t in DetectionTargetLayer(config)(
+        [f32(proposals), tf.constant([[1]], tf.int32), f32(gt_boxes),
+         tf.ones([1, 28, 28, 1], tf.bool)])]
+    assert (ids == 0).all()
+    assert np.count_nonzero(rois.sum(-1)) == 3
+
+
+def test_detection_layer_filters_scores_background_and_nms_per_class():
+    config = HandConfig()
+    r = [0.1, 0.1, 0.4, 0.4]
+    rois = np.array([[r, [0.1, 0.12, 0.4, 0.42], r, [0.6, 0.6, 0.9, 0.9], [0.6, 0.1, 0.9, 0.3]]],
+                    np.float32)
+    probs = np.zeros((1, 5, 3), np.float32)
+    probs[0, 0] = [0.1, 0.9, 0.0]      # class 1, 0.9
+    probs[0, 1] = [0.2, 0.8, 0.0]      # class 1, 0.8: suppressed by roi 0
+    probs[0, 2] = [0.3, 0.0, 0.7]      # class 2, 0.7: same box, other class: kept
+    probs[0, 3] = [0.95, 0.05, 0.0]    # background: dropped
+    probs[0, 4] = [0.3, 0.3, 0.4]      # class 2 at 0.4 < DETECTION_MIN_CONFIDENCE: dropped
+    meta = np.zeros((1, config.IMAGE_META_SIZE), np.float32)
+    meta[0, 4:7] = [128, 128, 3]
+    meta[0, 7:11] = [0, 0, 128, 128]
+    out = DetectionLayer(config)([f32(rois), f32(probs), tf.zeros([1, 5, 3, 4]), f32(meta)]).numpy()
+    assert out.shape == (1, 5, 6)
+    np.testing.assert_allclose(out[0, 0], r + [1, 0.9], atol=1e-6)
+    np.testing.assert_allclose(out[0, 1], r + [2, 0.7], atol=1e-6)
+    np.testing.assert_array_equal(out[0, 2:], 0)
+
+
+def test_detection_layer_clips_boxes_to_the_window():
+    config = HandConfig()
+    meta = np.zeros((1, config.IMAGE_META_SIZE), np.float32)
+    meta[0, 4:7] = [128, 128, 3]
+    meta[0, 7:11] = [32, 0, 96, 128]       # letterboxed image: rows 32..95
+    probs = f32([[[0., 1., 0.]]])
+    out = DetectionLayer(config)([f32([[[0.0, 0.1, 0.5, 0.4]]]), probs, tf.zeros([1, 1, 3, 4]),
+                                  f32(meta)]).numpy()
+    np.testing.assert_allclose(out[0, 0, :4], [32 / 127, 0.1, 0.5, 0.4], atol=1e-6)
+
+
+# ---------------------------------------------------------------------------- losses
+def test_smooth_l1():
+    out = losses.smooth_l1_loss(f32([0, 0, 0]), f32([0.5, 2, -3])).numpy()
+    np.testing.assert_allclose(out, [0.125, 1.5, 2.5])
+
+
+def test_rpn_class_loss_ignores_neutral_anchors():
+    match = tf.constant([[[1], [-1], [0]]], tf.int32)
+    logits = f32([[[0, 2], [0, 0], [50, -50]]])
+    expected = (math.log(1 + math.exp(-2)) + math.log(2)) / 2
+    assert losses.rpn_class_loss_graph(match, logits).numpy() == pytest.approx(expected, rel=1e-5)
+    assert losses.rpn_class_loss_graph(tf.zeros([1, 3, 1], tf.int32), logits).numpy() == 0
+
+
+def test_rpn_bbox_loss_uses_each_images_leading_target_rows():
+    config = HandConfig()
+    match = tf.constant([[[1], [0], [1]], [[0], [1], [-1]]], tf.int32)
+    pred = f32([[[1, 0, 0, 0], [9, 9, 9, 9], [0, 0, 0, 3]], [[9, 9, 9, 9], [0, 0.5, 0, 0], [9] * 4]])
+    target = np.zeros((2, 4, 4), np.float32)
+    target[1, 0] = [0, 0, 0, 0]
+    target[1, 1:] = 7                      # padding rows beyond the count must be ignored
+    # per element: image 0 -> [0.5,0,0,0] and [0,0,0,2.5]; image 1 -> [0,0.125,0,0]
+    expected = (0.5 + 2.5 + 0.125) / 12
+    out = losses.rpn_bbox_loss_graph(config, f32(target), match, pred).numpy()
+    assert out == pytest.approx(expected, rel=1e-5)
+
+
+def test_mrcnn_class_loss_drops_predictions_of_inactive_classes():
+    target = tf.constant([[1, 2]], tf.int32)
+    logits = f32([[[0, 1, 0], [0, 0, 3]]])            # second ROI predicts class 2
+    active = f32([[1, 1, 0]])                         # class 2 not in this source
+    p = np.exp([0, 1, 0]) / np.exp([0, 1, 0]).sum()
+    assert losses.mrcnn_class_loss_graph(target, logits, active).numpy() == pytest.approx(
+        -math.log(p[1]), rel=1e-5)
+
+
+def test_mrcnn_bbox_loss_picks_the_target_class_deltas_of_positive_rois():
+    target_bbox = f32([[[0, 0, 0, 0], [5, 5, 5, 5]]])
+    ids = tf.constant([[2, 0]], tf.int32)
+    pred = np.zeros((1, 2, 3, 4), np.float32)
+    pred[0, 0, 2] = [0.5, 0, 0, 2]
+    pred[0, 0, 1] = [9, 9, 9, 9]
+    assert losses.mrcnn_bbox_loss_graph(target_bbox, ids, f32(pred)).numpy() == pytest.approx(
+        (0.125 + 1.5) / 4)
+    assert losses.mrcnn_bbox_loss_graph(target_bbox, tf.zeros([1, 2], tf.int32), f32(pred)) == 0
+
+
+def test_mrcnn_mask_loss_is_bce_of_the_target_class_channel():
+    target = np.zeros((1, 2, 4, 4), np.float32)
+    target[0, 0, :2] = 1
+    pred = np.full((1, 2, 4, 4, 3), 0.5, np.float32)
+    pred[0, 0, :, :, 2] = 0.99                          # wrong channel, must be ignored
+    ids = tf.constant([[1, 0]], tf.int32)
+    assert losses.mrcnn_mask_loss_graph(f32(target), ids, f32(pred)).numpy() == pytest.approx(
+        math.log(2), rel=1e-5)
+    pred[0, 0, :, :, 1] = np.where(target[0, 0] > 0, 0.9, 0.2)
+    expected = -(8 * math.log(0.9) + 8 * math.log(0.8)) / 16
+    assert losses.mrcnn_mask_loss_graph(f32(target), ids, f32(pred)).numpy() == pytest.approx(
+        expected, rel=1e-5)

@@ -1,0 +1,280 @@
+"""MaskRCNN end to end on tiny configurations: graph contracts, detect(), weight files
+(Matterport's layout), checkpoints, resume and learning."""
+import csv
+import os
+
+import h5py
+import numpy as np
+import pytest
+
+from conftest import TinyConfig
+from matterport_h5 import write_full_model_h5, write_matterport_h5
+from mrcnn import model as modellib
+from mrcnn import utils
+from mrcnn.config import Config
+from mrcnn.data import TrainingInput
+from mrcnn.weights import WeightsFileError, model_weight_map
+from shapes import ShapesDataset
+
+EXCLUDE = ["mrcnn_class_logits", "mrcnn_bbox_fc", "mrcnn_bbox", "mrcnn_mask"]
+
+
+@pytest.fixture(scope="module")
+def shapes():
+    return ShapesDataset(12, 128, seed=1), ShapesDataset(4, 128, seed=2)
+
+
+@pytest.fixture(scope="module")
+def inference_model(tmp_path_factory):
+    return modellib.MaskRCNN("inference", TinyConfig(), str(tmp_path_factory.mktemp("logs")))
+
+
+def test_training_graph_contract(tmp_path, shapes):
+    config = TinyConfig()
+    model = modellib.MaskRCNN("training", config, str(tmp_path))
+    batch = next(TrainingInput(shapes[0], config, seed=0).batches())
+    outputs = [o.numpy() for o in model.keras_model(list(batch), training=True)]
+    (rpn_logits, rpn_class, rpn_bbox, class_logits, class_probs, bbox, mask, rpn_rois,
+     rois) = outputs[:9]
+    anchors = len(model.get_anchors(config.IMAGE_SHAPE))
+    t, p, nc = config.TRAIN_ROIS_PER_IMAGE, int(config.TRAIN_ROIS_PER_IMAGE * 0.33), 4
+    assert anchors == 3 * (32 ** 2 + 16 ** 2 + 8 ** 2 + 4 ** 2 + 2 ** 2)
+    assert rpn_logits.shape == rpn_class.shape == (1, anchors, 2)
+    assert rpn_bbox.shape == (1, anchors, 4)
+    np.testing.assert_allclose(rpn_class.sum(-1), 1, rtol=1e-5)
+    assert class_logits.shape == class_probs.shape == (1, t, nc)
+    assert bbox.shape == (1, t, nc, 4)
+    assert mask.shape == (1, p, 28, 28, nc) and 0 <= mask.min() and mask.max() <= 1
+    assert rpn_rois.shape == (1, config.POST_NMS_ROIS_TRAINING, 4)
+    assert 0 <= rpn_rois.min() and rpn_rois.max() <= 1
+    assert rois.shape == (1, t, 4)
+    names = model.keras_model.output_names
+    assert names[:3] == ["rpn_class_logits", "rpn_class", "rpn_bbox"]
+    assert names[7:] == ["ROI", "output_rois"] + modellib.LOSS_NAMES
+    for value in outputs[9:]:
+        assert value.shape == (1,) and np.isfinite(value).all() and value[0] >= 0
+
+
+def test_layer_names_follow_matterport(inference_model):
+    names = {layer.name for layer in inference_model.keras_model.layers}
+    for name in ["conv1", "bn_conv1", "res2a_branch2a", "bn2a_branch1", "res4f_branch2c",
+                 "res5c_branch2c", "fpn_c5p5", "fpn_p2", "fpn_p6", "rpn_model", "ROI",
+                 "mrcnn_class_conv1", "mrcnn_class_bn2", "mrcnn_class_logits", "mrcnn_bbox_fc",
+                 "mrcnn_mask_conv4", "mrcnn_mask_deconv", "mrcnn_mask", "mrcnn_detection",
+                 "roi_align_classifier", "roi_align_mask", "input_image", "input_anchors"]:
+        assert name in names, name
+    inner = {l.name for l in inference_model.keras_model.get_layer("rpn_model").layers}
+    assert {"rpn_conv_shared", "rpn_class_raw", "rpn_bbox_pred"} <= inner
+
+
+def test_detect_contract(inference_model):
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (100, 140, 3)).astype(np.uint8)
+    (r,) = inference_model.detect([image])
+    n = len(r["class_ids"])
+    assert r["rois"].dtype == np.int32 and r["rois"].shape == (n, 4)
+    assert r["class_ids"].dtype == np.int32 and r["scores"].dtype == np.float32
+    assert r["masks"].shape == (100, 140, n) and r["masks"].dtype == bool
+    assert (np.diff(r["scores"]) <= 1e-6).all()
+    assert (r["rois"][:, :2] >= 0).all() and (r["rois"][:, 2] <= 100).all()
+    assert (r["rois"][:, 3] <= 140).all()
+    assert ((r["class_ids"] >= 1) & (r["class_ids"] < 4)).all()
+    with pytest.raises(ValueError, match="BATCH_SIZE"):
+        inference_model.detect([image, image])
+
+
+def test_anchor_count_at_1024_default_config():
+    class Default(Config):
+        NAME = "default"
+    model_anchors = modellib.MaskRCNN.__new__(modellib.MaskRCNN)
+    model_anchors.config, model_anchors._anchor_cache = Default(), {}
+    anchors = model_anchors.get_anchors(Default().IMAGE_SHAPE)
+    assert anchors.shape == (261888, 4)
+    assert model_anchors.anchors.shape == (261888, 4)
+
+
+def test_image_size_must_be_a_multiple_of_64(tmp_path):
+    class Odd(TinyConfig):
+        IMAGE_MIN_DIM = IMAGE_MAX_DIM = 100
+    with pytest.raises(ValueError, match="dividable by 2 at least 6 times"):
+        modellib.MaskRCNN("inference", Odd(), str(tmp_path))
+
+
+# ---------------------------------------------------------------------------- weight files
+class CocoConfig(Config):
+    NAME = "coco"
+    NUM_CLASSES = 81
+    IMAGES_PER_GPU = 1
+    IMAGE_MIN_DIM = IMAGE_MAX_DIM = 128
+
+
+class SixClassConfig(TinyConfig):
+    NAME = "wbc"
+    NUM_CLASSES = 6
+
+
+@pytest.fixture(scope="module")
+def coco_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("coco") / "mask_rcnn_coco.h5"
+    written = write_matterport_h5(str(path), backbone="resnet101", num_classes=81, seed=3)
+    return str(path), written
+
+
+def _values(model):
+    return {name: [v.numpy() for _, v in pairs] for name, pairs in model_weight_map(model)}
+
+
+def test_matterport_coco_file_loads_by_name_with_every_tensor_equal(tmp_path, coco_file):
+    path, written = coco_file
+    model = modellib.MaskRCNN("inference", CocoConfig(), str(tmp_path))
+    model.load_weights(path, by_name=True)
+    loaded = _values(model.keras_model)
+    assert set(loaded) == set(written) and len(loaded) == 233
+    for name, arrays in written.items():
+        for got, want in zip(loaded[name], arrays):
+            np.testing.assert_array_equal(got, want, err_msg=name)
+    assert model.epoch == 0
+
+
+def test_coco_file_into_six_class_resnet50_with_the_usual_exclude(tmp_path, coco_file):
+    path, written = coco_file
+    model = modellib.MaskRCNN("training", SixClassConfig(), str(tmp_path))
+    before = _values(model.keras_model)
+    summary = model.load_weights(path, by_name=True, exclude=EXCLUDE)
+    after = _values(model.keras_model)
+    for name in ["conv1", "res4f_branch2c", "fpn_p2", "rpn_model", "mrcnn_mask_conv1"]:
+        for got, want in zip(after[name], written[name]):
+            np.testing.assert_array_equal(got, want, err_msg=name)
+    for name in ["mrcnn_class_logits", "mrcnn_bbox_fc", "mrcnn_mask"]:
+        for got, kept in zip(after[name], before[name]):
+            np.testing.assert_array_equal(got, kept, err_msg=name)
+    assert "res4g_branch2a" in summary["skipped"]        # ResNet101-only blocks
+
+
+def test_class_count_mismatch_without_exclude_is_a_clear_error(tmp_path, coco_file):
+    path, _ = coco_file
+    model = modellib.MaskRCNN("inference", SixClassConfig(), str(tmp_path))
+    before = _values(model.keras_model)
+    with pytest.raises(WeightsFileError) as err:
+        model.load_weights(path, by_name=True)
+    message = str(err.value)
+    assert "exclude" in message and "mrcnn_" in message
+    assert ("(1024, 6)" in message and "(1024, 81)" in message) or (
+        "(1, 1, 256, 6)" in message and "(1, 1, 256, 81)" in message) or (
+        "(1024, 24)" in message and "(1024, 324)" in message)
+    after = _values(model.keras_model)
+    for name in before:                                   # nothing was half-loaded
+        for a, b in zip(before[name], after[name]):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("variant", ["chunked", "full_model"])
+def test_other_keras2_layouts_load(tmp_path, variant):
+    path = str(tmp_path / "w.h5")
+    if variant == "chunked":
+        written = write_matterport_h5(path, backbone="resnet50", num_classes=4, seed=5,
+                                      chunk_layer_names=True)
+    else:
+        written = write_full_model_h5(path, backbone="resnet50", num_classes=4, seed=5)
+    model = modellib.MaskRCNN("inference", TinyConfig(), str(tmp_path))
+    model.load_weights(path, by_name=True)
+    loaded = _values(model.keras_model)
+    np.testing.assert_array_equal(loaded["mrcnn_mask"][0], written["mrcnn_mask"][0])
+    np.testing.assert_array_equal(loaded["rpn_model"][2], written["rpn_model"][2])
+
+
+def test_bad_weight_files_get_clear_errors(tmp_path, inference_model):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        inference_model.load_weights(str(tmp_path / "missing.h5"))
+    junk = tmp_path / "junk.h5"
+    junk.write_bytes(b"<html>not weights</html>")
+    with pytest.raises(WeightsFileError, match="not a readable HDF5"):
+        inference_model.load_weights(str(junk))
+    good = tmp_path / "mask_rcnn_coco.h5"
+    write_matterport_h5(str(good), backbone="resnet50", num_classes=4, only=["conv1"])
+    truncated = tmp_path / "truncated_coco.h5"
+    truncated.write_bytes(good.read_bytes()[:2000])
+    with pytest.raises(WeightsFileError, match="truncated download"):
+        inference_model.load_weights(str(truncated))
+    empty = tmp_path / "empty.h5"
+    h5py.File(empty, "w").close()
+    with pytest.raises(WeightsFileError, match="no 'layer_names'"):
+        inference_model.load_weights(str(empty))
+
+
+def test_save_then_load_gives_identical_detections_and_matterport_layout(tmp_path,
+                                                                         inference_model):
+    path = str(tmp_path / "mask_rcnn_tiny_0001.h5")
+    inference_model.save_weights(path)
+    with h5py.File(path, "r") as f:
+        assert [n.decode() for n in f["res2a_branch2a"].attrs["weight_names"]] == [
+            "res2a_branch2a/kernel:0", "res2a_branch2a/bias:0"]
+        assert f["res2a_branch2a/res2a_branch2a/kernel:0"].shape == (1, 1, 64, 64)
+        assert f["bn2a_branch2a/bn2a_branch2a/moving_variance:0"].shape == (64,)
+        assert f["rpn_model/rpn_conv_shared/kernel:0"].shape == (3, 3, 256, 512)
+        assert f["mrcnn_class_conv1/mrcnn_class_conv1/kernel:0"].shape == (7, 7, 256, 1024)
+        assert b"fpn_p6" in list(f.attrs["layer_names"])
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp")]
+    other = modellib.MaskRCNN("inference", TinyConfig(), str(tmp_path / "logs"))
+    other.load_weights(path, by_name=False)
+    image = np.random.default_rng(1).integers(0, 255, (128, 128, 3)).astype(np.uint8)
+    a, b = inference_model.detect([image])[0], other.detect([image])[0]
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+
+
+# ---------------------------------------------------------------------------- training
+def test_training_writes_checkpoints_and_resumes_at_the_next_epoch(tmp_path, shapes):
+    config = TinyConfig()
+    model = modellib.MaskRCNN("training", config, str(tmp_path))
+    history = model.train(shapes[0], shapes[1], 0.001, 1, "heads", seed=0, progress=False)
+    assert [h["epoch"] for h in history] == [1] and model.epoch == 1
+    last = model.find_last()
+    assert os.path.basename(last) == "mask_rcnn_tiny_0001.h5"
+    assert last[1] == str(last) and os.path.isfile(last[1])           # old find_last()[1]
+    resumed = modellib.MaskRCNN("training", config, str(tmp_path))
+    resumed.load_weights(resumed.find_last(), by_name=True)
+    assert resumed.epoch == 1 and resumed.log_dir == model.log_dir
+    history = resumed.train(shapes[0], shapes[1], 0.001, 2, "3+", seed=0, progress=False)
+    assert [h["epoch"] for h in history] == [2]
+    assert os.path.basename(resumed.find_last()) == "mask_rcnn_tiny_0002.h5"
+    assert resumed.train(shapes[0], shapes[1], 0.001, 2, "3+", progress=False) == []
+    with open(os.path.join(model.log_dir, "losses.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert {"loss", "val_loss", "mrcnn_mask_loss", "val_rpn_bbox_loss"} <= set(rows[0])
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(model.log_dir))
+
+
+def test_find_last_errors(tmp_path, inference_model):
+    model = modellib.MaskRCNN.__new__(modellib.MaskRCNN)
+    model.config, model.model_dir = TinyConfig(), str(tmp_path)
+    with pytest.raises(FileNotFoundError, match="Could not find model directory"):
+        model.find_last()
+    (tmp_path / "tiny20260101T0000").mkdir()
+    with pytest.raises(FileNotFoundError, match="Could not find weight files"):
+        model.find_last()
+
+
+def test_set_trainable_layer_groups(tmp_path):
+    model = modellib.MaskRCNN("training", TinyConfig(), str(tmp_path))
+    model.set_trainable(modellib.LAYER_REGEX["heads"], verbose=0)
+    km = model.keras_model
+    assert not km.get_layer("res5a_branch2a").trainable
+    assert km.get_layer("fpn_p2").trainable and km.get_layer("mrcnn_mask").trainable
+    assert km.get_layer("rpn_model").get_layer("rpn_conv_shared").trainable
+    model.set_trainable(modellib.LAYER_REGEX["3+"], verbose=0)
+    assert km.get_layer("res3a_branch2a").trainable and not km.get_layer("res2a_branch2a").trainable
+    assert not km.get_layer("conv1").trainable
+
+
+def test_a_tiny_model_lowers_its_loss(tmp_path):
+    class Learn(TinyConfig):
+        STEPS_PER_EPOCH = 10
+        VALIDATION_STEPS = 4
+    model = modellib.MaskRCNN("training", Learn(), str(tmp_path))
+    history = model.train(ShapesDataset(40, 128, seed=1), ShapesDataset(10, 128, seed=2), 0.01,
+                          6, "all", seed=0, progress=False)
+    first, last = history[0]["loss"], np.mean([h["loss"] for h in history[-2:]])
+    assert last < 0.7 * first, [round(h["loss"], 3) for h in history]
+    assert history[-1]["rpn_class_loss"] < history[0]["rpn_class_loss"]
