@@ -401,22 +401,29 @@ class MaskRCNN:
         val_iter = val_input.batches()
         history = []
         callbacks.on_train_begin()
-        while self.epoch < epochs and not self.keras_model.stop_training:
-            started = time.time()
-            callbacks.on_epoch_begin(self.epoch)
-            logs = self._run_epoch(train_step, train_iter, config.STEPS_PER_EPOCH, callbacks,
-                                   f"Epoch {self.epoch + 1}/{epochs}", progress)
-            val = self._run_epoch(eval_step, val_iter, config.VALIDATION_STEPS, None,
-                                  None, False)
-            logs.update({"val_" + k: v for k, v in val.items()})
-            logs.update(lr=float(learning_rate), seconds=round(time.time() - started, 2))
-            self.epoch += 1
-            self.save_weights(self.checkpoint_path.format(epoch=self.epoch))
-            self._write_epoch_logs(writer, logs)
-            history.append(dict(epoch=self.epoch, **logs))
-            callbacks.on_epoch_end(self.epoch - 1, logs)
+        try:
+            while self.epoch < epochs and not self.keras_model.stop_training:
+                started = time.time()
+                callbacks.on_epoch_begin(self.epoch)
+                logs = self._run_epoch(train_step, train_iter, config.STEPS_PER_EPOCH, callbacks,
+                                       f"Epoch {self.epoch + 1}/{epochs}", progress)
+                if not self.keras_model.stop_training:
+                    val = self._run_epoch(eval_step, val_iter, config.VALIDATION_STEPS, None,
+                                          None, False)
+                    logs.update({"val_" + k: v for k, v in val.items()})
+                logs.update(lr=float(learning_rate), seconds=round(time.time() - started, 2))
+                # A stopped epoch (time limit, Ctrl-C) is saved and counted as done, so that
+                # nothing trained is lost and a resumed run continues at the next epoch.
+                self.epoch += 1
+                self.save_weights(self.checkpoint_path.format(epoch=self.epoch))
+                self._write_epoch_logs(writer, logs)
+                history.append(dict(epoch=self.epoch, **logs))
+                callbacks.on_epoch_end(self.epoch - 1, logs)
+        finally:
+            train_iter.close()
+            val_iter.close()
+            writer.close()
         callbacks.on_train_end()
-        self.epoch = max(self.epoch, epochs) if not self.keras_model.stop_training else self.epoch
         return history
 
     def _run_epoch(self, step_fn, batches, steps, callbacks, desc, progress):
@@ -425,6 +432,7 @@ class MaskRCNN:
         sums = dict.fromkeys(["loss"] + LOSS_NAMES, 0.)
         bar = tqdm(range(steps), desc=desc, file=sys.stderr, disable=not progress,
                    dynamic_ncols=True, leave=True)
+        done = 0
         for i in bar:
             total, losses = step_fn(tuple(tf.constant(x) for x in next(batches)))
             values = [float(total)] + [float(x) for x in losses]
@@ -436,7 +444,8 @@ class MaskRCNN:
                     "last good checkpoint is kept.")
             for k, v in zip(sums, values):
                 sums[k] += v
-            means = {k: v / (i + 1) for k, v in sums.items()}
+            done = i + 1
+            means = {k: v / done for k, v in sums.items()}
             bar.set_postfix({k.replace("_loss", ""): f"{v:.3f}" for k, v in means.items()},
                             refresh=False)
             if callbacks is not None:
@@ -444,7 +453,7 @@ class MaskRCNN:
                 if self.keras_model.stop_training:
                     break
         bar.close()
-        return {k: v / max(steps, 1) for k, v in sums.items()}
+        return {k: v / max(done, 1) for k, v in sums.items()}
 
     def _write_epoch_logs(self, writer, logs):
         with writer.as_default():
@@ -459,7 +468,8 @@ class MaskRCNN:
         rows.append(dict(epoch=self.epoch, **{k: f"{v:.6g}" for k, v in logs.items()}))
         tmp = path + ".tmp"
         with open(tmp, "w", newline="") as f:
-            out = csv.DictWriter(f, fieldnames=list(rows[-1]))
+            fields = list(dict.fromkeys(k for row in rows for k in row))
+            out = csv.DictWriter(f, fieldnames=fields, restval="")
             out.writeheader()
             out.writerows(rows)
         os.replace(tmp, path)

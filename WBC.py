@@ -1,0 +1,532 @@
+#!/usr/bin/env python3
+"""WBC: find, outline and name white blood cells in blood-smear images with Mask R-CNN.
+
+    python3 WBC.py demo                                       # the whole flow on synthetic data
+    python3 WBC.py train    --dataset=WBC --weights=coco      # or imagenet | last | none | PATH
+    python3 WBC.py evaluate --dataset=WBC --weights=last
+    python3 WBC.py detect   --image=x.png                     # or --images=DIR
+    python3 WBC.py check    --dataset=WBC
+    python3 WBC.py import-lisc --source="LISC Database" --out=WBC
+    python3 WBC.py synth    --out=WBC-synth
+
+Run `python3 WBC.py COMMAND --help` for each command's flags and an example. Bad input is
+reported as one line and exit code 2.
+"""
+import argparse
+import json
+import logging
+import os
+import re
+import sys
+import time
+
+from mrcnn.config import Config
+from wbc.dataset import CLASS_NAMES, WBCDataset  # noqa: F401  (part of WBC.py's API)
+from wbc.errors import UserError
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+COCO_WEIGHTS_PATH = os.path.join(ROOT, "mask_rcnn_coco.h5")
+COCO_EXCLUDE = ["mrcnn_class_logits", "mrcnn_bbox_fc", "mrcnn_bbox", "mrcnn_mask"]
+DEFAULT_LOGS = "logs"
+EVAL_MIN_SCORE = 0.05   # detections kept for AP in evaluate
+
+
+class WBCConfig(Config):
+    """Defaults for white blood cells on a CPU; every one a flag or config.json can override."""
+    NAME = "WBC"
+    NUM_CLASSES = 1 + 5
+    BACKBONE = "resnet50"
+    IMAGES_PER_GPU = 1
+    IMAGE_RESIZE_MODE = "square"
+    IMAGE_MIN_DIM = 512
+    IMAGE_MAX_DIM = 512
+    STEPS_PER_EPOCH = 60
+    VALIDATION_STEPS = 10
+    TRAIN_BN = None
+    PROPOSALS_INCLUDE_GT = True
+    RPN_TRAIN_ANCHORS_PER_IMAGE = 128
+    POST_NMS_ROIS_TRAINING = 1000
+    POST_NMS_ROIS_INFERENCE = 500
+    TRAIN_ROIS_PER_IMAGE = 100
+    MAX_GT_INSTANCES = 20
+    DETECTION_MAX_INSTANCES = 20
+    DETECTION_MIN_CONFIDENCE = 0.7
+    LEARNING_RATE = 0.001
+
+
+# Config attributes saved with a run (config.json) and restored when its weights are used.
+SAVED_CONFIG_KEYS = ["BACKBONE", "IMAGE_RESIZE_MODE", "IMAGE_MIN_DIM", "IMAGE_MAX_DIM",
+                     "NUM_CLASSES", "RPN_ANCHOR_SCALES", "RPN_ANCHOR_RATIOS", "TRAIN_BN",
+                     "TOP_DOWN_PYRAMID_SIZE", "FPN_CLASSIF_FC_LAYERS_SIZE", "MEAN_PIXEL",
+                     "POST_NMS_ROIS_INFERENCE", "DETECTION_MAX_INSTANCES",
+                     "DETECTION_MIN_CONFIDENCE", "DETECTION_NMS_THRESHOLD", "RPN_NMS_THRESHOLD"]
+
+
+def make_config(base=WBCConfig, **overrides):
+    """An instance of a subclass of `base` with the given attributes overridden."""
+    import numpy as np
+    values = {k: (np.array(v) if k == "MEAN_PIXEL" else v) for k, v in overrides.items()
+              if v is not None}
+    return type(base.__name__, (base,), values)()
+
+
+def saved_config(weights_path):
+    """Config values stored beside a checkpoint by `train` (config.json), or {}."""
+    path = os.path.join(os.path.dirname(os.path.abspath(weights_path)), "config.json")
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        stored = json.load(f)
+    return {k: (tuple(v) if k == "RPN_ANCHOR_SCALES" else v) for k, v in stored.items()
+            if k in SAVED_CONFIG_KEYS}
+
+
+# ----------------------------------------------------------------------------- helpers
+def parse_duration(text):
+    """'8h', '90m', '1h30m', '45s' or plain seconds -> seconds (float)."""
+    m = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*",
+                     text or "")
+    if not text or not m or not any(m.groups()):
+        raise UserError(f"--time-limit={text!r}: not a duration. Use e.g. 8h, 90m, 1h30m or 600s")
+    h, mi, s = (float(g) if g else 0. for g in m.groups())
+    return h * 3600 + mi * 60 + s
+
+
+def set_threads(threads):
+    """Use `threads` CPU threads in TensorFlow (default: all cores)."""
+    import tensorflow as tf
+    threads = threads or os.cpu_count() or 1
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(min(threads, 2))
+    return threads
+
+
+def quiet_tensorflow():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
+
+def image_size_config(size):
+    if size is None:
+        return {}
+    if size < 128 or size % 64:
+        raise UserError(f"--image-size={size}: must be a multiple of 64 and at least 128 "
+                        "(e.g. 384, 512, 768)")
+    return {"IMAGE_MIN_DIM": size, "IMAGE_MAX_DIM": size}
+
+
+def load_subset(dataset_dir, subset):
+    data = WBCDataset()
+    data.load_wbc(dataset_dir, subset)
+    data.prepare()
+    return data
+
+
+def augmentation(kind):
+    """albumentations pipeline for --augment=none|default|strong (keeps the image size)."""
+    if kind == "none":
+        return None
+    import albumentations as A
+    ops = [A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5), A.RandomRotate90(p=0.5),
+           A.RandomBrightnessContrast(0.1, 0.1, p=0.5),
+           A.HueSaturationValue(8, 12, 8, p=0.5)]
+    if kind == "strong":
+        ops += [A.Affine(scale=(0.8, 1.2), rotate=(-30, 30), p=0.5),
+                A.GaussianBlur(blur_limit=(3, 5), p=0.2),
+                A.RGBShift(12, 12, 12, p=0.3)]
+    return A.Compose(ops)
+
+
+def resolve_weights(model, spec, logs, for_training):
+    """Load the weights named by --weights into model; returns a description."""
+    from mrcnn import utils
+    from mrcnn.weights import WeightsFileError
+    if spec == "none":
+        return "random initialisation"
+    try:
+        if spec == "coco":
+            if not for_training:
+                raise UserError("--weights=coco: COCO weights know no white cells; use the "
+                                "weights of a WBC training run (--weights=last or a .h5 path)")
+            if not os.path.isfile(COCO_WEIGHTS_PATH):
+                print(f"Downloading Matterport's COCO weights to {COCO_WEIGHTS_PATH} ...")
+                try:
+                    utils.download_trained_weights(COCO_WEIGHTS_PATH)
+                except Exception as exc:
+                    raise UserError(f"{COCO_WEIGHTS_PATH}: missing and the download failed "
+                                    f"({exc}). Download {utils.COCO_MODEL_URL} elsewhere and "
+                                    "put it there, or use --weights=imagenet|none") from None
+            model.load_weights(COCO_WEIGHTS_PATH, by_name=True, exclude=COCO_EXCLUDE)
+            return f"COCO ({COCO_WEIGHTS_PATH}, class layers re-initialised)"
+        if spec == "imagenet":
+            try:
+                path = model.get_imagenet_weights()
+            except RuntimeError as exc:
+                raise UserError(str(exc)) from None
+            model.load_weights(path, by_name=True)
+            return f"ImageNet ResNet50 ({path})"
+        path = find_last_checkpoint(model, logs) if spec == "last" else spec
+        if not os.path.isfile(path):
+            raise UserError(f"--weights={spec}: file not found. Give a .h5 path, or "
+                            "last|coco|imagenet|none")
+        model.load_weights(path, by_name=True)
+        return path
+    except WeightsFileError as exc:
+        raise UserError(f"{exc}") from None
+
+
+def find_last_checkpoint(model, logs):
+    try:
+        return str(model.find_last())
+    except FileNotFoundError:
+        raise UserError(f"--weights=last: no checkpoint of a WBC run under {logs}/. Train "
+                        "first (python3 WBC.py train ...) or give --weights=PATH or --logs=DIR"
+                        ) from None
+
+
+def weights_config(spec, logs):
+    """Config values of the run the weights come from (config.json beside them)."""
+    if spec == "last":
+        from mrcnn.model import MaskRCNN
+        probe = MaskRCNN.__new__(MaskRCNN)
+        probe.config, probe.model_dir = WBCConfig(), logs
+        try:
+            return saved_config(str(probe.find_last()))
+        except FileNotFoundError:
+            return {}
+    if spec not in ("coco", "imagenet", "none") and os.path.isfile(spec):
+        return saved_config(spec)
+    return {}
+
+
+# ----------------------------------------------------------------------------- train
+class StopControl:
+    """Keras-style callback that stops training at a time limit or on SIGINT / SIGTERM."""
+
+    def __init__(self, time_limit_s=None):
+        self.deadline = time.time() + time_limit_s if time_limit_s else None
+        self.reason = None
+        self.model = None
+
+    def set_model(self, model):
+        self.model = model
+
+    def set_params(self, params):
+        pass
+
+    def request_stop(self, reason):
+        self.reason = self.reason or reason
+        if self.model is not None:
+            self.model.stop_training = True
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.deadline and time.time() >= self.deadline:
+            self.request_stop("time")
+
+    def __getattr__(self, name):  # the other Keras callback hooks are no-ops
+        if name.startswith("on_"):
+            return lambda *a, **k: None
+        raise AttributeError(name)
+
+
+def cmd_train(args):
+    quiet_tensorflow()
+    time_limit = parse_duration(args.time_limit) if args.time_limit else None
+    base = weights_config(args.weights, args.logs) if args.weights == "last" else {}
+    config = make_config(**{**base, **image_size_config(args.image_size),
+                            "BACKBONE": args.backbone or base.get("BACKBONE"),
+                            "STEPS_PER_EPOCH": args.steps_per_epoch,
+                            "VALIDATION_STEPS": args.validation_steps})
+    train_set, val_set = load_subset(args.dataset, "train"), load_subset(args.dataset, "val")
+    print_data_summary(args.dataset)
+    threads = set_threads(args.threads)
+    if args.seed is not None:
+        import numpy as np
+        import tensorflow as tf
+        np.random.seed(args.seed)
+        tf.random.set_seed(args.seed)
+    from mrcnn import model as modellib
+    model = modellib.MaskRCNN("training", config, args.logs)
+    source = resolve_weights(model, args.weights, args.logs, for_training=True)
+    layers = args.layers or ("all" if args.weights == "none" else "3+")
+    lr = args.lr if args.lr is not None else config.LEARNING_RATE
+    config.display()
+    print(f"Weights: {source}")
+    print(f"Training layers {layers} at learning rate {lr} from epoch {model.epoch} to "
+          f"{args.epochs}, {config.STEPS_PER_EPOCH} steps per epoch, {threads} threads")
+    print(f"Checkpoints go to {model.log_dir}")
+    os.makedirs(model.log_dir, exist_ok=True)
+    write_json(os.path.join(model.log_dir, "config.json"),
+               {k: v for k, v in config.to_dict().items()})
+    stop = StopControl(time_limit)
+    restore = install_signal_handlers(stop)
+    callbacks = [stop] + curves_callback(model)
+    try:
+        model.train(train_set, val_set, learning_rate=lr, epochs=args.epochs, layers=layers,
+                    augmentation=augmentation(args.augment), custom_callbacks=callbacks,
+                    seed=args.seed)
+    except FloatingPointError as exc:
+        raise UserError(f"training stopped: {exc}") from None
+    finally:
+        restore()
+    last = checkpoint_or_none(model)
+    resume = (f"python3 WBC.py train --dataset={args.dataset} --weights=last "
+              f"--logs={args.logs} --epochs={args.epochs}")
+    if stop.reason == "time":
+        print(f"Time limit reached: saved {last}. Resume with: {resume}")
+        return 0
+    if stop.reason in ("SIGINT", "SIGTERM"):
+        print(f"Interrupted ({stop.reason}): saved {last}. Resume with: {resume}")
+        return 130 if stop.reason == "SIGINT" else 143
+    print(f"Done: {last}")
+    print(f"Next: python3 WBC.py evaluate --dataset={args.dataset} --weights={last}")
+    return 0
+
+
+def checkpoint_or_none(model):
+    try:
+        return str(model.find_last())
+    except FileNotFoundError:
+        return None
+
+
+def install_signal_handlers(stop):
+    """Ctrl-C / SIGTERM finish the current step, save a checkpoint and exit 130 / 143."""
+    import signal
+    previous = {}
+
+    def handler(signum, frame):
+        name = "SIGINT" if signum == signal.SIGINT else "SIGTERM"
+        if stop.reason:  # a second signal: give up at once
+            raise KeyboardInterrupt
+        print(f"\n{name}: saving a checkpoint after this step (press again to abort) ...",
+              file=sys.stderr)
+        stop.request_stop(name)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, handler)
+    return lambda: [signal.signal(s, h) for s, h in previous.items()]
+
+
+def curves_callback(model):
+    """A callback that redraws <log_dir>/curves.png after every epoch, when available."""
+    try:
+        from wbc.evaluate import plot_loss_curves
+    except ImportError:
+        return []
+
+    class Curves(StopControl):
+        def on_epoch_end(self, epoch, logs=None):
+            csv_path = os.path.join(model.log_dir, "losses.csv")
+            if os.path.isfile(csv_path):
+                plot_loss_curves(csv_path, os.path.join(model.log_dir, "curves.png"))
+    return [Curves()]
+
+
+def print_data_summary(dataset_dir):
+    from wbc.dataset import check_dataset, format_check_report
+    report = check_dataset(dataset_dir)
+    print(format_check_report(report))
+    if not report["usable"]:
+        raise UserError(f"{dataset_dir}: no usable training images (see the problems above)")
+
+
+def write_json(path, data):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1, default=str)
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- detect
+def inference_model(weights, logs, min_confidence=None, image_size=None):
+    """An inference MaskRCNN with the config of the run its weights come from."""
+    quiet_tensorflow()
+    stored = weights_config(weights, logs)
+    config = make_config(**{**stored, **image_size_config(image_size),
+                            "DETECTION_MIN_CONFIDENCE": min_confidence})
+    from mrcnn import model as modellib
+    model = modellib.MaskRCNN("inference", config, logs)
+    source = resolve_weights(model, weights, logs, for_training=False)
+    return model, source
+
+
+def cmd_detect(args):
+    from wbc.detect import detect_files, list_images, plan_jobs
+    if bool(args.image) == bool(args.images):
+        raise UserError("detect needs exactly one of --image=FILE or --images=DIR")
+    files = list_images(args.image, args.images)
+    model = None
+    if plan_jobs(files, args.out)[1]:
+        set_threads(args.threads)
+        model, source = inference_model(args.weights, args.logs, args.min_confidence)
+        print(f"Weights: {source}")
+    summary = detect_files(model, files, args.out, CLASS_NAMES)
+    print(summary)
+    return 0
+
+
+# ----------------------------------------------------------------------------- evaluate
+def cmd_evaluate(args):
+    from wbc.detect import evaluate_dataset
+    data = load_subset(args.dataset, args.subset)
+    stored = {} if args.results else weights_config(args.weights, args.logs)
+    confidence = (args.min_confidence if args.min_confidence is not None else
+                  stored.get("DETECTION_MIN_CONFIDENCE", WBCConfig.DETECTION_MIN_CONFIDENCE))
+    meta = {"dataset": os.path.abspath(args.dataset), "subset": args.subset,
+            "min_confidence": confidence}
+    if args.results:
+        if not os.path.isfile(args.results):
+            raise UserError(f"--results={args.results}: file not found")
+        out = args.out or os.path.splitext(args.results)[0] + f"_eval_{args.subset}"
+        meta["results"] = os.path.abspath(args.results)
+        print(evaluate_dataset(None, data, out, CLASS_NAMES, confidence, meta,
+                               results_path=args.results))
+        return 0
+    set_threads(args.threads)
+    # Detections down to a low score, so that AP sees the whole precision-recall curve;
+    # precision, recall, F1, confusion and counts use `confidence`.
+    model, source = inference_model(args.weights, args.logs, EVAL_MIN_SCORE)
+    print(f"Weights: {source}")
+    meta["weights"] = source
+    out = args.out or (os.path.splitext(source)[0] + f"_eval_{args.subset}"
+                       if os.path.isfile(source) else os.path.join("results", "evaluate"))
+    print(evaluate_dataset(model, data, out, CLASS_NAMES, confidence, meta))
+    return 0
+
+
+# ----------------------------------------------------------------------------- data commands
+def cmd_check(args):
+    from wbc.dataset import check_dataset, format_check_report
+    report = check_dataset(args.dataset)
+    print(format_check_report(report))
+    return 0 if report["usable"] else 2
+
+
+def cmd_import_lisc(args):
+    from wbc.dataset import format_import_report, import_lisc
+    report = import_lisc(args.source, args.out, val_fraction=args.val_fraction, seed=args.seed)
+    print(format_import_report(report))
+    print(f"Next: python3 WBC.py check --dataset={args.out}")
+    return 0
+
+
+def cmd_synth(args):
+    from wbc.synth import generate
+    counts = generate(args.out, images=args.images, size=args.size, seed=args.seed)
+    for subset in ("train", "val"):
+        print(f"{subset}: " + ", ".join(f"{k} {v}" for k, v in counts[subset].items()))
+    print(f"Wrote {args.images} images to {args.out} in {counts['seconds']:.1f} s")
+    return 0
+
+
+def cmd_demo(args):
+    from wbc.demo import run_demo
+    return run_demo(args)
+
+
+# ----------------------------------------------------------------------------- CLI
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="WBC.py", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(__doc__.split("\n")[2:]))
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name, func, example, help_text, aliases=()):
+        p = sub.add_parser(name, help=help_text, aliases=list(aliases),
+                           description=f"{help_text}\n\nexample:\n  {example}",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.set_defaults(func=func)
+        return p
+
+    def model_flags(p, weights_default):
+        p.add_argument("--weights", default=weights_default,
+                       help=f"last|PATH (default {weights_default}); last = newest checkpoint "
+                            "under --logs")
+        p.add_argument("--logs", default=DEFAULT_LOGS, help="training runs folder (default logs)")
+        p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
+
+    p = add("train", cmd_train, "python3 WBC.py train --dataset=WBC --weights=coco --epochs=30",
+            "train on DATASET/train, validate on DATASET/val; checkpoints in --logs")
+    p.add_argument("--dataset", required=True, help="folder with train/ and val/")
+    p.add_argument("--weights", default="none", help="coco|imagenet|last|none|PATH (default none)")
+    p.add_argument("--logs", default=DEFAULT_LOGS, help="where runs are written (default logs)")
+    p.add_argument("--epochs", type=int, default=75, help="train up to this epoch (default 75)")
+    p.add_argument("--steps-per-epoch", type=int, default=None)
+    p.add_argument("--validation-steps", type=int, default=None,
+                   help="validation batches per epoch (default 10)")
+    p.add_argument("--layers", default=None,
+                   help="heads|3+|4+|5+|all|REGEX (default: all from scratch, else 3+)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default 0.001)")
+    p.add_argument("--image-size", type=int, default=None, help="square side, multiple of 64")
+    p.add_argument("--backbone", choices=["resnet50", "resnet101"], default=None)
+    p.add_argument("--augment", choices=["none", "default", "strong"], default="default")
+    p.add_argument("--time-limit", default=None, help="e.g. 8h: save and stop cleanly then")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
+
+    p = add("evaluate", cmd_evaluate, "python3 WBC.py evaluate --dataset=WBC --weights=last",
+            "score a model (or a detect results JSON) on DATASET/SUBSET")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--subset", default="val")
+    model_flags(p, "last")
+    p.add_argument("--results", default=None, help="score this COCO-results JSON instead")
+    p.add_argument("--out", default=None, help="report folder (default: beside the weights)")
+    p.add_argument("--min-confidence", type=float, default=None)
+
+    p = add("detect", cmd_detect, "python3 WBC.py detect --images=smears/ --out=results/run1",
+            "outline and name the white cells of images", aliases=["predict"])
+    p.add_argument("--image", default=None, help="one image file")
+    p.add_argument("--images", default=None, help="a folder of images")
+    model_flags(p, "last")
+    p.add_argument("--out", default=os.path.join("results", "detect"),
+                   help="output folder (default results/detect)")
+    p.add_argument("--min-confidence", type=float, default=None)
+
+    p = add("check", cmd_check, "python3 WBC.py check --dataset=WBC",
+            "validate a dataset folder and say what is wrong; exit 0 if usable, 2 if not")
+    p.add_argument("--dataset", required=True)
+
+    p = add("import-lisc", cmd_import_lisc,
+            'python3 WBC.py import-lisc --source="LISC Database" --out=WBC',
+            "convert the LISC archive into the dataset layout with a train/val split")
+    p.add_argument("--source", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument("--seed", type=int, default=0)
+
+    p = add("synth", cmd_synth, "python3 WBC.py synth --out=WBC-synth --images=200",
+            "draw synthetic blood smears in the dataset layout")
+    p.add_argument("--out", required=True)
+    p.add_argument("--images", type=int, default=100)
+    p.add_argument("--size", type=int, default=512)
+    p.add_argument("--seed", type=int, default=0)
+
+    p = add("demo", cmd_demo, "python3 WBC.py demo",
+            "synthesise a small set, train a small model for a few minutes, evaluate, detect")
+    p.add_argument("--out", default="demo", help="demo folder (default demo/)")
+    p.add_argument("--minutes", type=float, default=5.0, help="training time (default 5)")
+    p.add_argument("--threads", type=int, default=None)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        return args.func(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

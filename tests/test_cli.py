@@ -1,0 +1,115 @@
+"""WBC.py run as a user would (subprocesses) on tiny synthetic data."""
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import ROOT, SHARED_DATA
+
+WBC = os.path.join(ROOT, "WBC.py")
+
+
+def run(*args, cwd=None, timeout=600):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run([sys.executable, WBC] + list(args), capture_output=True, text=True,
+                          cwd=cwd, timeout=timeout, env=env, stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="module")
+def synth_data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth") / "data"
+    result = run("synth", f"--out={out}", "--images=12", "--size=128", "--seed=3")
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def test_help_of_every_command_has_an_example():
+    for command in ["train", "evaluate", "detect", "predict", "check", "import-lisc", "synth",
+                    "demo"]:
+        result = run(command, "--help")
+        assert result.returncode == 0 and "example:" in result.stdout, command
+
+
+def test_check_reports_a_usable_dataset(synth_data):
+    result = run("check", f"--dataset={synth_data}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Neutrophil" in result.stdout
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path):
+    check = run("check", f"--dataset={tmp_path / 'missing'}")
+    assert check.returncode == 2 and "dataset folder not found" in check.stdout
+    cases = [
+        ("train", f"--dataset={tmp_path / 'missing'}", "--weights=none"),
+        ("detect", "--image=" + str(tmp_path / "nope.png")),
+        ("detect",),
+        ("train", f"--dataset={tmp_path}", "--time-limit=soon"),
+    ]
+    for args in cases:
+        result = run(*args)
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
+        assert "Traceback" not in result.stderr, args
+        errors = [l for l in result.stderr.splitlines() if l.startswith("error:")]
+        assert len(errors) == 1, (args, result.stderr)
+    assert run("frobnicate").returncode == 2
+
+
+def test_train_resume_detect_evaluate(tmp_path, synth_data):
+    logs = tmp_path / "logs"
+    common = [f"--dataset={synth_data}", f"--logs={logs}", "--image-size=128",
+              "--steps-per-epoch=2", "--validation-steps=1", "--seed=0", "--augment=none"]
+    first = run("train", "--weights=none", "--epochs=1", *common)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "Checkpoints go to" in first.stdout
+    (run_dir,) = [d for d in logs.iterdir() if d.name.startswith("wbc")]
+    assert (run_dir / "mask_rcnn_wbc_0001.h5").is_file()
+    assert json.loads((run_dir / "config.json").read_text())["IMAGE_MAX_DIM"] == 128
+    second = run("train", "--weights=last", "--epochs=2", *common)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert (run_dir / "mask_rcnn_wbc_0002.h5").is_file()
+    assert len(list(logs.iterdir())) == 1                     # continued in the same run
+
+    images = synth_data / "val" / "image"
+    folder = next(d for d in images.iterdir() if any(d.iterdir()))
+    out = tmp_path / "detect"
+    args = ("detect", f"--images={folder}", f"--logs={logs}", f"--out={out}",
+            "--min-confidence=0")
+    result = run(*args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    stems = [p.stem for p in folder.iterdir()]
+    for stem in stems:
+        overlay = Image.open(out / f"{stem}_overlay.png")
+        assert overlay.size == Image.open(folder / f"{stem}.png").size
+        assert (out / f"{stem}_labels.png").is_file()
+    results = json.loads((out / "detections.json").read_text())
+    assert all({"image_id", "category_id", "score", "segmentation", "bbox"} <= set(r)
+               for r in results)
+    with open(out / "counts.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(stems) and "Neutrophil %" in rows[0]
+    before = {p: p.stat().st_mtime_ns for p in out.glob("*_overlay.png")}
+    again = run(*args)
+    assert again.returncode == 0 and "already done" in again.stdout
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*_overlay.png")} == before
+
+    report = tmp_path / "eval"
+    result = run("evaluate", f"--dataset={synth_data}", f"--logs={logs}", f"--out={report}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert metrics["subset"] == "val"
+    for name in ["report.md", "confusion.png", "pr_curves.png", "worst.png"]:
+        assert (report / name).is_file(), name
+    rescored = run("evaluate", f"--dataset={synth_data}", f"--results={out / 'detections.json'}",
+                   f"--out={tmp_path / 'rescored'}")
+    assert rescored.returncode == 0, rescored.stdout + rescored.stderr
+
+
+@pytest.mark.skipif(not os.path.isdir(SHARED_DATA), reason="shared real data not present")
+def test_check_accepts_the_real_data():
+    result = run("check", f"--dataset={SHARED_DATA}")
+    assert result.returncode == 0, result.stdout

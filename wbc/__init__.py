@@ -1,0 +1,1 @@
+"""WBC-specific helpers behind WBC.py: dataset walker, LISC import, synthetic smears."""

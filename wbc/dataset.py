@@ -1,0 +1,968 @@
+"""The user's dataset: folder layout, image and mask decoding, checks and LISC import.
+
+Layout (the user's contract, see design.md)::
+
+    <root>/<train|val>/image/<Class>/<stem>.<png|bmp|jpg|jpeg|tif|tiff>
+    <root>/<train|val>/mask/<Class>/<stem>.<png|bmp|tif|tiff>
+
+* An image and its mask pair by file stem inside the same class. Class folders match
+  case-insensitively, in the plural, or by LISC's short names (see :func:`match_class`).
+* Every 8-connected component of the mask's non-zero pixels is one cell of the folder's
+  class (LISC draws nucleus and cytoplasm in two grey levels: both are the cell).
+* Components smaller than the minimum area are stray pixels, not cells:
+  ``min_area = max(30, ceil(0.001 * H * W))`` pixels of the image (see
+  :func:`default_min_area`). That is 30 px for a 120x120 image, 90 px for 300x300 and
+  415 px for LISC's 720x576; real cells there cover thousands of pixels.
+* A mask exactly 8 px smaller than its image in both dimensions (LISC: 712x568 masks for
+  720x576 images) is zero-padded by 4 px on every side; any other size mismatch is an error.
+
+Public API: :data:`CLASS_NAMES`, :func:`match_class`, :func:`read_image`,
+:func:`read_mask`, :func:`image_size`, :func:`default_min_area`,
+:func:`fit_mask_to_image`, :func:`mask_to_instances`, :func:`scan_dataset`,
+:class:`WBCDataset`, :func:`check_dataset`, :func:`format_check_report`,
+:func:`import_lisc`, :func:`format_import_report`.
+
+Problems found while scanning or checking are dicts ``{"severity": "error"|"warning",
+"kind": str, "path": str, "message": str, "fix": str}`` (plus ``"subset"`` in
+:func:`check_dataset`). Errors: a file the user meant as training data is broken,
+mismatched or ambiguous and is skipped. Warnings: something looks odd (an ignored file, an
+empty folder, a mask with no cell, a class missing from val) and deserves a look.
+"""
+import filecmp
+import logging
+import math
+import os
+import random
+import re
+import shutil
+import warnings
+
+import numpy as np
+import scipy.ndimage
+from PIL import Image, UnidentifiedImageError
+
+from mrcnn import utils
+from wbc.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+CLASS_NAMES = ["Basophil", "Eosinophil", "Lymphocyte", "Monocyte", "Neutrophil"]
+SOURCE = "WBC"
+SUBSETS = ("train", "val")
+IMAGE_EXTS = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
+MASK_EXTS = (".png", ".bmp", ".tif", ".tiff")
+MAX_PIXELS = 100_000_000          # larger images are refused before decoding
+LISC_MARGIN = 8                   # LISC masks are this many px smaller than their images
+MIN_AREA_PIXELS = 30              # minimum cell area, absolute floor ...
+MIN_AREA_FRACTION = 0.001         # ... and as a fraction of the image area
+_JUNK_FILES = {"thumbs.db", "desktop.ini"}
+_CLASS_LIST = ", ".join(CLASS_NAMES)
+
+
+def _fail(path, problem, fix, kind="unreadable"):
+    """A UserError "<path>: <problem>. <fix>" that also carries the parts (and a kind
+    for check reports) as attributes."""
+    err = UserError("{}: {}. {}".format(path, problem, fix))
+    err.path, err.problem, err.fix, err.kind = str(path), problem, fix, kind
+    return err
+
+
+def _problem(severity, kind, path, message, fix):
+    return {"severity": severity, "kind": kind, "path": str(path), "message": message, "fix": fix}
+
+
+def _natural_key(text):
+    """Sort key putting "2" before "10"."""
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", text)]
+
+
+def _is_hidden_or_junk(name):
+    return name.startswith(".") or name.lower() in _JUNK_FILES
+
+
+############################################################
+#  Class names
+############################################################
+
+def match_class(folder_name):
+    """The class name (one of CLASS_NAMES) a folder name stands for, or None.
+
+    Case-insensitive; accepts the full name ("neutrophil"), the plural ("Neutrophils") and
+    any prefix of at least 4 letters, which covers LISC's short names (Baso, eosi, lymp,
+    mono, neut). LISC's "mixt" folder and anything else unknown give None.
+    """
+    name = str(folder_name).strip().lower()
+    for cls in CLASS_NAMES:
+        full = cls.lower()
+        if name in (full, full + "s") or (len(name) >= 4 and full.startswith(name)):
+            return cls
+    return None
+
+
+############################################################
+#  Decoding
+############################################################
+
+def _open(path, kind):
+    """Open an image file lazily (header only) after the checks every reader needs.
+
+    Returns an open PIL image (the caller closes it). Raises UserError naming the file for
+    a missing, unreadable, empty or non-image file and for more than MAX_PIXELS pixels.
+    """
+    path = os.fspath(path)
+    try:
+        if os.path.isdir(path):
+            raise _fail(path, "is a folder, not a {} file".format(kind),
+                        "Point to an image file")
+        size = os.path.getsize(path)
+    except FileNotFoundError:
+        raise _fail(path, "{} file not found".format(kind), "Check the path") from None
+    except OSError as exc:
+        raise _fail(path, "cannot read the {} file ({})".format(kind, exc.strerror or exc),
+                    "Check that the file exists and is readable") from None
+    if size == 0:
+        raise _fail(path, "{} file is empty (0 bytes)".format(kind),
+                    "Copy or export the file again")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # bomb warnings (checked below), corrupt EXIF, ...
+        try:
+            img = Image.open(path)
+        except Image.DecompressionBombError:
+            raise _fail(path, "image is absurdly large (over {} megapixels)".format(
+                MAX_PIXELS // 1_000_000), "Crop or downscale it first") from None
+        except UnidentifiedImageError:
+            raise _fail(path, "not an image file (or an unsupported format)",
+                        "Save it as PNG, BMP, JPEG or TIFF") from None
+        except Exception as exc:  # PIL raises many types for broken headers
+            raise _fail(path, "cannot read the {} ({})".format(kind, exc),
+                        "Replace the file with a good copy") from None
+    width, height = img.size
+    if width * height > MAX_PIXELS:
+        img.close()
+        raise _fail(path, "image is absurdly large ({}x{} = {:.0f} megapixels, limit {})".format(
+            width, height, width * height / 1e6, MAX_PIXELS // 1_000_000),
+            "Crop or downscale it first")
+    if width == 0 or height == 0:
+        img.close()
+        raise _fail(path, "image has no pixels ({}x{})".format(width, height),
+                    "Replace the file with a good copy")
+    return img
+
+
+def _load(img, path, kind):
+    """Decode pixels; UserError for truncated or corrupt data."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img.load()
+    except Exception as exc:  # truncated data -> OSError; corrupt -> various
+        raise _fail(path, "{} file is truncated or corrupt ({})".format(kind, exc),
+                    "Copy or export the file again") from None
+
+
+def _scale_to_uint8(array, keep_nonzero=False):
+    """uint16 / int32 / float pixels -> uint8. Integer data up to 65535 is scaled by the
+    16-bit range (65535 -> 255), wider data by its maximum; floats in [0, 1] by 255.
+    With keep_nonzero (masks) rounding is upwards so no non-zero pixel becomes zero."""
+    a = np.nan_to_num(np.asarray(array, dtype=np.float64))
+    a = np.clip(a, 0, None)
+    top = float(a.max()) if a.size else 0.0
+    if np.issubdtype(np.asarray(array).dtype, np.floating):
+        full = 1.0 if top <= 1.0 else (255.0 if top <= 255.0 else top)
+    else:
+        full = 65535.0 if top <= 65535 else top
+    a = a * (255.0 / full)
+    a = np.ceil(a) if keep_nonzero else np.round(a)
+    return np.clip(a, 0, 255).astype(np.uint8)
+
+
+_WIDE_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N", "F")
+
+
+def read_image(path):
+    """Decode an image file to uint8 [H, W, 3] RGB.
+
+    PNG, BMP, JPEG and TIFF (first frame). Grey, 1-bit and palette images become RGB; an
+    alpha channel (RGBA, LA, transparent palette) is dropped; 16-bit grey is scaled by the
+    16-bit range (65535 -> 255), and Pillow reads 16-bit colour as 8-bit. EXIF orientation
+    is not applied (masks share the stored pixel grid). Raises UserError
+    naming the file when it is missing, empty, truncated, not an image or over MAX_PIXELS.
+    """
+    path = os.fspath(path)
+    img = _open(path, "image")
+    with img:
+        _load(img, path, "image")
+        if img.mode in _WIDE_MODES:
+            grey = _scale_to_uint8(np.asarray(img))
+            return np.ascontiguousarray(np.stack([grey] * 3, axis=-1))
+        try:
+            if img.mode == "P" and "transparency" in img.info:
+                img = img.convert("RGBA")  # avoids Pillow's palette-transparency warning
+            rgb = img.convert("RGB")
+        except Exception as exc:
+            raise _fail(path, "cannot convert the image (mode {}) to RGB ({})".format(
+                img.mode, exc), "Save it as an 8-bit RGB or grey PNG") from None
+        return np.array(rgb, dtype=np.uint8).reshape(rgb.size[1], rgb.size[0], 3)
+
+
+def read_mask(path):
+    """Decode a mask file to uint8 [H, W]: 0 = background, non-zero = cell.
+
+    Colour masks become grey by the maximum over the colour channels; pixels with an alpha
+    of 0 (when the alpha channel is not all 0) are background; 16-bit masks are scaled by
+    the 16-bit range, rounding up so that no labelled pixel becomes 0. Raises UserError
+    like :func:`read_image`.
+    """
+    path = os.fspath(path)
+    img = _open(path, "mask")
+    with img:
+        _load(img, path, "mask")
+        if img.mode in _WIDE_MODES:
+            return np.ascontiguousarray(_scale_to_uint8(np.asarray(img), keep_nonzero=True))
+        if img.mode == "1" or img.mode == "L":
+            return np.array(img.convert("L"), dtype=np.uint8)
+        try:
+            alpha = None
+            if img.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
+                    img.mode == "P" and "transparency" in img.info):
+                alpha = np.array(img.convert("RGBA"), dtype=np.uint8)[..., 3]
+            rgb = np.array(img.convert("RGB"), dtype=np.uint8)
+        except Exception as exc:
+            raise _fail(path, "cannot convert the mask (mode {}) to grey ({})".format(
+                img.mode, exc), "Save it as an 8-bit grey PNG") from None
+    grey = rgb.max(axis=-1)
+    if alpha is not None and alpha.any():
+        grey[alpha == 0] = 0
+    return np.ascontiguousarray(grey)
+
+
+def image_size(path):
+    """(height, width) of an image file from its header only (no decoding).
+    Same UserError checks as :func:`read_image` except truncation."""
+    img = _open(path, "image")
+    with img:
+        return img.size[1], img.size[0]
+
+
+############################################################
+#  Masks -> instances
+############################################################
+
+def default_min_area(image_shape):
+    """Minimum cell area in pixels: max(30, ceil(0.1% of the image area))."""
+    h, w = int(image_shape[0]), int(image_shape[1])
+    return max(MIN_AREA_PIXELS, int(math.ceil(MIN_AREA_FRACTION * h * w)))
+
+
+def fit_mask_to_image(mask, image_shape, path="mask"):
+    """Bring a [H, W] (or [H, W, C]) mask to the image's size.
+
+    Returns (mask uint8/bool [H, W], padded: bool). Equal sizes pass through; a mask
+    exactly LISC_MARGIN px smaller in both dimensions is zero-padded, centred; anything
+    else raises UserError naming the mask, both sizes and the fix.
+    """
+    mask = np.asarray(mask)
+    if mask.ndim == 3:
+        mask = mask.max(axis=-1)
+    if mask.ndim != 2:
+        raise _fail(path, "mask has shape {}, expected a 2-D image".format(mask.shape),
+                    "Save the mask as a grey PNG")
+    h, w = int(image_shape[0]), int(image_shape[1])
+    mh, mw = mask.shape
+    if (mh, mw) == (h, w):
+        return mask, False
+    if (mh, mw) == (h - LISC_MARGIN, w - LISC_MARGIN) and mh > 0 and mw > 0:
+        m = LISC_MARGIN // 2
+        padded = np.zeros((h, w), dtype=mask.dtype)
+        padded[m:m + mh, m:m + mw] = mask
+        return padded, True
+    raise _fail(path, "mask is {}x{} (WxH) but its image is {}x{}".format(mw, mh, w, h),
+                "Make the mask the same size as its image (LISC masks {} px smaller are "
+                "padded automatically)".format(LISC_MARGIN), kind="size_mismatch")
+
+
+def _components(mask, min_area):
+    """bool [H, W, N]: 8-connected components of mask > 0 with at least min_area px."""
+    labels, n = scipy.ndimage.label(np.asarray(mask) > 0, structure=np.ones((3, 3), bool))
+    if n == 0:
+        return np.zeros(labels.shape + (0,), dtype=bool)
+    areas = np.bincount(labels.ravel(), minlength=n + 1)
+    keep = np.flatnonzero(areas >= min_area)
+    keep = keep[keep > 0]
+    return labels[:, :, None] == keep[None, None, :]
+
+
+def mask_to_instances(mask, image_shape, min_area=None, path="mask"):
+    """One boolean instance per cell of a mask.
+
+    mask: [H', W'] (or [H', W', C], reduced by max) array; non-zero = cell.
+    image_shape: (H, W[, C]) of the image the mask belongs to (see fit_mask_to_image).
+    min_area: components with fewer pixels are dropped as stray pixels; None =
+        :func:`default_min_area` (max(30, ceil(0.001 * H * W))).
+    path: named in the UserError raised for a size mismatch.
+    Returns bool [H, W, N], one channel per 8-connected component, in raster order of
+    each component's first pixel; N may be 0.
+    """
+    mask, _ = fit_mask_to_image(mask, image_shape, path)
+    if min_area is None:
+        min_area = default_min_area(image_shape)
+    return _components(mask, max(1, int(min_area)))
+
+
+############################################################
+#  Folder scan
+############################################################
+
+def _find_dir(parent, name):
+    """<parent>/<name>, else the single case-insensitive or plural variant, else None."""
+    exact = os.path.join(parent, name)
+    if os.path.isdir(exact):
+        return exact
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return None
+    hits = [n for n in names if n.lower() in (name, name + "s")
+            and os.path.isdir(os.path.join(parent, n))]
+    return os.path.join(parent, hits[0]) if len(hits) == 1 else None
+
+
+def _listdir(folder, problems):
+    """Sorted names in folder; [] plus an error problem when it cannot be listed."""
+    try:
+        return sorted(os.listdir(folder), key=_natural_key)
+    except OSError as exc:
+        problems.append(_problem("error", "unreadable", folder, "cannot list the folder ({})"
+                                 .format(exc.strerror or exc), "Check its permissions"))
+        return []
+
+
+def _collect(top, exts, kind, problems):
+    """{class: {stem: [paths]}} of the files under <top>/<Class>/, reporting oddities."""
+    found = {}
+    for name in _listdir(top, problems):
+        if _is_hidden_or_junk(name):
+            continue
+        path = os.path.join(top, name)
+        if not os.path.isdir(path):
+            problems.append(_problem(
+                "warning", "stray_file", path, "file outside a class folder, ignored",
+                "Move it into {}/<Class>/ ({})".format(top, _CLASS_LIST)))
+            continue
+        cls = match_class(name)
+        if cls is None:
+            problems.append(_problem(
+                "error", "unknown_class", path,
+                "unknown class folder {!r}; its files are skipped".format(name),
+                "Rename it to one of {} (LISC short names like Baso also work), or move it "
+                "out of the dataset".format(_CLASS_LIST)))
+            continue
+        count = 0
+        for fname in _listdir(path, problems):
+            if _is_hidden_or_junk(fname):
+                continue
+            fpath = os.path.join(path, fname)
+            if os.path.isdir(fpath):
+                problems.append(_problem("warning", "ignored_folder", fpath,
+                                         "sub-folder inside a class folder, ignored",
+                                         "Move its files up into {}".format(path)))
+                continue
+            stem, ext = os.path.splitext(fname)
+            if ext.lower() not in exts:
+                if kind == "mask" and ext.lower() in (".jpg", ".jpeg"):
+                    fix = "Masks must be lossless: save it as PNG"
+                else:
+                    fix = "Convert it to {} or move it out of the dataset".format(
+                        "/".join(e.lstrip(".").upper() for e in exts))
+                problems.append(_problem("warning", "unsupported_file", fpath,
+                                         "unsupported {} file type {!r}, ignored".format(
+                                             kind, ext or "(none)"), fix))
+                continue
+            found.setdefault(cls, {}).setdefault(stem, []).append(fpath)
+            count += 1
+        if count == 0:
+            problems.append(_problem("warning", "empty_class", path,
+                                     "class folder holds no {} files".format(kind),
+                                     "Add {}s or remove the folder".format(kind)))
+    return found
+
+
+def _mask_hint(stem, masks):
+    """A hint when a mask with a near-miss name exists (case, _mask / _expert suffix)."""
+    for other in masks:
+        base = re.sub(r"[ _-]?(mask|expert\d*|gt|label)$", "", other, flags=re.I)
+        if other != stem and (other.lower() == stem.lower() or base == stem):
+            return " (a mask named {!r} exists: rename it to {!r})".format(other, stem)
+    return ""
+
+
+def scan_dataset(root, subset):
+    """List the image/mask pairs of <root>/<subset> without decoding anything.
+
+    Returns (entries, problems). entries: list of dicts {"image", "mask", "class_name",
+    "class_id" (1..5, CLASS_NAMES order), "stem", "subset"}, sorted by class then stem.
+    problems: list of problem dicts (module docstring) for missing folders, unknown or
+    empty class folders, images without a mask (skipped), masks without an image,
+    duplicate stems (all files of that stem skipped), unsupported or stray files.
+    """
+    root = os.fspath(root)
+    problems = []
+    if not os.path.isdir(root):
+        problems.append(_problem(
+            "error", "missing_folder", root, "dataset folder not found",
+            "Pass the right --dataset, or create {0}/train and {0}/val with image/<Class>/ "
+            "and mask/<Class>/ inside".format(root)))
+        return [], problems
+    sub = _find_dir(root, subset)
+    if sub is None:
+        problems.append(_problem(
+            "error", "missing_folder", os.path.join(root, subset),
+            "{} folder not found".format(subset),
+            "Create it with image/<Class>/ and mask/<Class>/ inside"))
+        return [], problems
+    dirs = {}
+    for kind in ("image", "mask"):
+        dirs[kind] = _find_dir(sub, kind)
+        if dirs[kind] is None:
+            problems.append(_problem(
+                "error", "missing_folder", os.path.join(sub, kind),
+                "{} folder not found".format(kind),
+                "Create it with one folder per class ({})".format(_CLASS_LIST)))
+    if None in dirs.values():
+        return [], problems
+
+    images = _collect(dirs["image"], IMAGE_EXTS, "image", problems)
+    masks = _collect(dirs["mask"], MASK_EXTS, "mask", problems)
+    entries = []
+    for class_id, cls in enumerate(CLASS_NAMES, start=1):
+        cls_images, cls_masks = images.get(cls, {}), masks.get(cls, {})
+        for stem in sorted(cls_masks, key=_natural_key):
+            paths = cls_masks[stem]
+            if len(paths) > 1:
+                problems.append(_problem(
+                    "error", "duplicate_stem", paths[0],
+                    "{} masks share the stem {!r} ({}); that image is skipped".format(
+                        len(paths), stem, ", ".join(os.path.basename(p) for p in paths)),
+                    "Keep one mask per image"))
+            elif stem not in cls_images:
+                problems.append(_problem(
+                    "warning", "missing_image", paths[0],
+                    "mask without an image of the same stem in class {}".format(cls),
+                    "Add the image as {}/{}/{}.<png|bmp|jpg|tif> or remove the mask".format(
+                        dirs["image"], cls, stem)))
+        for stem in sorted(cls_images, key=_natural_key):
+            paths = cls_images[stem]
+            if len(paths) > 1:
+                problems.append(_problem(
+                    "error", "duplicate_stem", paths[0],
+                    "{} images share the stem {!r} ({}); they are skipped".format(
+                        len(paths), stem, ", ".join(os.path.basename(p) for p in paths)),
+                    "Rename or remove all but one"))
+                continue
+            mask_paths = cls_masks.get(stem)
+            if not mask_paths:
+                problems.append(_problem(
+                    "error", "missing_mask", paths[0],
+                    "image without a mask in class {}; skipped".format(cls)
+                    + _mask_hint(stem, cls_masks),
+                    "Add its mask as {}/{}/{}.png".format(dirs["mask"], cls, stem)))
+                continue
+            if len(mask_paths) > 1:
+                continue  # reported above
+            entries.append({"image": paths[0], "mask": mask_paths[0], "class_name": cls,
+                            "class_id": class_id, "stem": stem, "subset": subset})
+    return entries, problems
+
+
+_SUMMARY = {
+    "missing_mask": "images without a mask skipped",
+    "missing_image": "masks without an image ignored",
+    "unknown_class": "folders with an unknown class name skipped",
+    "empty_class": "empty class folders",
+    "duplicate_stem": "stems used by more than one file skipped",
+    "unsupported_file": "files of an unsupported type ignored",
+    "stray_file": "files outside a class folder ignored",
+    "ignored_folder": "sub-folders inside class folders ignored",
+}
+
+
+def _summarise(problems):
+    """One line per kind of problem: "12 images without a mask skipped (first: ...)"."""
+    lines, kinds = [], {}
+    for p in problems:
+        kinds.setdefault(p["kind"], []).append(p)
+    for kind, items in kinds.items():
+        label = _SUMMARY.get(kind, kind.replace("_", " "))
+        lines.append("{} {} (first: {}: {}; {})".format(
+            len(items), label, items[0]["path"], items[0]["message"], items[0]["fix"]))
+    return lines
+
+
+############################################################
+#  Matterport-style dataset
+############################################################
+
+class WBCDataset(utils.Dataset):
+    """White blood cells in the folder layout of this module (source "WBC").
+
+    Usage (Matterport style)::
+
+        dataset = WBCDataset()
+        dataset.load_wbc("WBC", "train")
+        dataset.prepare()
+        image = dataset.load_image(i)            # uint8 [H, W, 3]
+        masks, class_ids = dataset.load_mask(i)  # bool [H, W, N], int32 [N]
+    """
+
+    def load_wbc(self, dataset_dir, subset):
+        """Register the 5 classes and every usable image/mask pair of <dataset_dir>/<subset>.
+
+        Raises UserError when a folder is missing or no pair is usable. Skipped files are
+        logged as warnings, one summary line per kind of problem.
+        """
+        for class_id, name in enumerate(CLASS_NAMES, start=1):
+            self.add_class(SOURCE, class_id, name)
+        entries, problems = scan_dataset(dataset_dir, subset)
+        for p in problems:
+            if p["kind"] == "missing_folder":
+                raise _fail(p["path"], p["message"], p["fix"])
+        if not entries:
+            first = next((p for p in problems if p["severity"] == "error"), None)
+            detail = " ({} problems, first: {}: {})".format(
+                len(problems), first["path"], first["message"]) if first else ""
+            raise _fail(os.path.join(os.fspath(dataset_dir), subset),
+                        "no usable image/mask pairs" + detail,
+                        "Put images in image/<Class>/ and masks with the same stem in "
+                        "mask/<Class>/; run 'WBC.py check' for details")
+        for line in _summarise(problems):
+            logger.warning("%s/%s: %s", dataset_dir, subset, line)
+        for e in entries:
+            self.add_image(SOURCE, image_id="{}/{}".format(e["class_name"], e["stem"]),
+                           path=e["image"], mask_path=e["mask"], class_name=e["class_name"],
+                           wbc_class_id=e["class_id"], stem=e["stem"], subset=subset)
+        self._padding_noted = False
+
+    def load_image(self, image_id):
+        """uint8 [H, W, 3] RGB (see :func:`read_image`)."""
+        return read_image(self.image_info[image_id]["path"])
+
+    def load_mask(self, image_id):
+        """(bool [H, W, N], int32 [N]): one instance per cell, all of the folder's class."""
+        info = self.image_info[image_id]
+        if info["source"] != SOURCE:
+            return super().load_mask(image_id)
+        shape = image_size(info["path"])
+        mask, padded = fit_mask_to_image(read_mask(info["mask_path"]), shape, info["mask_path"])
+        if padded and not getattr(self, "_padding_noted", False):
+            self._padding_noted = True
+            logger.info("Masks %d px smaller than their images (LISC) are padded by %d px "
+                        "on each side (first: %s)", LISC_MARGIN, LISC_MARGIN // 2,
+                        info["mask_path"])
+        masks = _components(mask, default_min_area(shape))
+        source_map = getattr(self, "class_from_source_map", None)
+        key = "{}.{}".format(SOURCE, info["wbc_class_id"])
+        class_id = source_map[key] if source_map else info["wbc_class_id"]
+        return masks, np.full(masks.shape[-1], class_id, dtype=np.int32)
+
+    def image_reference(self, image_id):
+        """The image's path."""
+        info = self.image_info[image_id]
+        return info["path"] if info["source"] == SOURCE else super().image_reference(image_id)
+
+
+############################################################
+#  check
+############################################################
+
+def check_dataset(root):
+    """Decode and check every pair of <root>/train and <root>/val (for ``WBC.py check``).
+
+    Returns {"root", "usable" (train has at least one pair that decodes and holds a
+    cell), "subsets": {subset: {"exists", "pairs", "usable", "images": {class: n},
+    "cells": {class: n}, "min_size": [h, w] | None, "max_size": [h, w] | None}},
+    "problems": [problem dicts with "subset"], "errors": n, "warnings": n}.
+    images counts pairs that decode; min/max sizes are element-wise over them.
+    """
+    root = os.fspath(root)
+    report = {"root": root, "usable": False, "subsets": {}, "problems": []}
+    root_missing = not os.path.isdir(root)
+    for subset in SUBSETS:
+        entries, problems = scan_dataset(root, subset)
+        if root_missing and subset != SUBSETS[0]:
+            problems = []  # "dataset folder not found" is said once, under train
+        exists = not root_missing and not any(p["kind"] == "missing_folder" for p in problems)
+        stats = {"exists": exists,
+                 "pairs": len(entries), "usable": 0,
+                 "images": {c: 0 for c in CLASS_NAMES}, "cells": {c: 0 for c in CLASS_NAMES},
+                 "min_size": None, "max_size": None}
+        padded = []
+        for e in entries:
+            try:
+                image = read_image(e["image"])
+                mask, was_padded = fit_mask_to_image(read_mask(e["mask"]), image.shape,
+                                                     e["mask"])
+            except UserError as err:
+                problems.append(_problem(
+                    "error", getattr(err, "kind", "unreadable"), getattr(err, "path", e["image"]),
+                    getattr(err, "problem", str(err)), getattr(err, "fix", "")))
+                continue
+            h, w = image.shape[:2]
+            lo, hi = stats["min_size"] or [h, w], stats["max_size"] or [h, w]
+            stats["min_size"] = [min(h, lo[0]), min(w, lo[1])]
+            stats["max_size"] = [max(h, hi[0]), max(w, hi[1])]
+            if was_padded:
+                padded.append(e["mask"])
+            min_area = default_min_area(image.shape)
+            n = _components(mask, min_area).shape[-1]
+            stats["images"][e["class_name"]] += 1
+            stats["cells"][e["class_name"]] += n
+            if n == 0:
+                problems.append(_problem(
+                    "warning", "no_cell", e["mask"],
+                    "mask holds no cell (no non-zero area of {}+ px); the image is not used "
+                    "for training".format(min_area),
+                    "Draw the cell in the mask (any non-zero value) or remove the pair"))
+                continue
+            stats["usable"] += 1
+            if np.count_nonzero(mask) > 0.9 * h * w:
+                problems.append(_problem(
+                    "warning", "mask_covers_image", e["mask"],
+                    "mask covers over 90% of the image: is it inverted?",
+                    "Background must be 0 (black) and cells non-zero"))
+        if padded:
+            problems.append(_problem(
+                "warning", "lisc_padding", padded[0],
+                "{} masks are {} px smaller than their images (LISC); they are padded by {} "
+                "px on each side".format(len(padded), LISC_MARGIN, LISC_MARGIN // 2),
+                "Nothing to do if these are LISC masks"))
+        for p in problems:
+            p["subset"] = subset
+        report["problems"].extend(problems)
+        report["subsets"][subset] = stats
+    train = report["subsets"]["train"]
+    report["usable"] = train["usable"] > 0
+    val = report["subsets"]["val"]
+    if train["usable"]:
+        for cls in CLASS_NAMES:
+            if train["cells"][cls] == 0:
+                report["problems"].append(_problem(
+                    "warning", "missing_class", os.path.join(root, "train"),
+                    "no training cell of class {}; the model cannot learn it".format(cls),
+                    "Add {} images and masks to train".format(cls)))
+                report["problems"][-1]["subset"] = "train"
+            elif val["exists"] and val["cells"][cls] == 0:
+                report["problems"].append(_problem(
+                    "warning", "missing_class", os.path.join(root, "val"),
+                    "class {} is in train but not in val; it cannot be evaluated".format(cls),
+                    "Move some {} images (with their masks) to val".format(cls)))
+                report["problems"][-1]["subset"] = "val"
+    report["errors"] = sum(p["severity"] == "error" for p in report["problems"])
+    report["warnings"] = sum(p["severity"] == "warning" for p in report["problems"])
+    return report
+
+
+def format_check_report(report):
+    """Human-readable text of :func:`check_dataset`'s report: a table of images/cells per
+    subset and class, image sizes, then every problem with its file and fix."""
+    names = CLASS_NAMES + ["Total"]
+    width = max(len(n) for n in names) + 1
+    lines = ["Dataset {}: {}".format(report["root"], "usable" if report["usable"] else
+                                     "NOT usable (train has no usable image/mask pair)"),
+             "",
+             "{:<14}".format("images/cells") + "".join("{:>{}}".format(n, width + 2)
+                                                      for n in names)]
+    for subset, s in report["subsets"].items():
+        if not s["exists"]:
+            lines.append("{:<14}(missing)".format(subset))
+            continue
+        cells = ["{}/{}".format(s["images"][c], s["cells"][c]) for c in CLASS_NAMES]
+        cells.append("{}/{}".format(sum(s["images"].values()), sum(s["cells"].values())))
+        lines.append("{:<14}".format(subset) + "".join("{:>{}}".format(c, width + 2)
+                                                       for c in cells))
+    lines.append("")
+    for subset, s in report["subsets"].items():
+        if s["min_size"]:
+            lines.append("{} image sizes (HxW): {}x{} .. {}x{}".format(
+                subset, s["min_size"][0], s["min_size"][1], s["max_size"][0], s["max_size"][1]))
+    lines.append("{} error(s), {} warning(s)".format(report["errors"], report["warnings"]))
+    for p in sorted(report["problems"], key=lambda p: p["severity"] != "error"):
+        lines.append("{:<8}{}".format(p["severity"].upper(), p["path"]))
+        lines.append("        {}".format(p["message"]))
+        if p["fix"]:
+            lines.append("        fix: {}".format(p["fix"]))
+    return "\n".join(lines)
+
+
+############################################################
+#  LISC import
+############################################################
+
+def _norm(name):
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def _subdirs(parent):
+    try:
+        names = sorted(os.listdir(parent), key=_natural_key)
+    except OSError:
+        return []
+    return [n for n in names if not n.startswith(".") and os.path.isdir(os.path.join(parent, n))]
+
+
+def _find_lisc_dir(source, test):
+    """The sub-folder of source whose normalised name passes test; also looked for one
+    level down when source holds a single folder (e.g. "LISC Database")."""
+    parents = [source]
+    if len(_subdirs(source)) == 1:
+        parents.append(os.path.join(source, _subdirs(source)[0]))
+    for parent in parents:
+        hits = [d for d in _subdirs(parent) if test(_norm(d))]
+        if hits:
+            return os.path.join(parent, hits[0])
+    return None
+
+
+def _files(folder, exts):
+    try:
+        names = sorted(os.listdir(folder), key=_natural_key)
+    except OSError:
+        return []
+    return [os.path.join(folder, n) for n in names if not _is_hidden_or_junk(n)
+            and os.path.splitext(n)[1].lower() in exts
+            and os.path.isfile(os.path.join(folder, n))]
+
+
+def _split_count(n, val_fraction):
+    """Images of a class that go to val: round(n * fraction), and when n >= 2 and
+    fraction > 0 at least 1 in val and at least 1 in train."""
+    if n < 2 or val_fraction <= 0:
+        return 0
+    return min(max(int(math.floor(n * val_fraction + 0.5)), 1), n - 1)
+
+
+def _write_atomic(target, write):
+    """write(tmp_path) then rename to target; never leaves a half file at target."""
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    tmp = os.path.join(os.path.dirname(target),
+                       ".{}.tmp-{}".format(os.path.basename(target), os.getpid()))
+    try:
+        write(tmp)
+        if os.path.exists(target):
+            raise _fail(target, "appeared while importing", "Do not run two imports at once")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _save_png(array, path):
+    with open(path, "wb") as f:
+        Image.fromarray(array).save(f, format="PNG")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _add_unique(table, stem, path, report):
+    """table[stem] = path; a second file of the same stem makes both invalid (reported)."""
+    if stem in table:
+        if table[stem] is not None:
+            report["invalid"].append({"path": table[stem], "message": "{}: another file has "
+                                      "the same number {!r}; both skipped".format(table[stem],
+                                                                                  stem)})
+        report["invalid"].append({"path": path, "message": "{}: another file has the same "
+                                  "number {!r}; both skipped".format(path, stem)})
+        table[stem] = None
+    else:
+        table[stem] = path
+
+
+def _same_mask(path, mask):
+    try:
+        return np.array_equal(read_mask(path), mask)
+    except UserError:
+        return False
+
+
+def import_lisc(source, out, val_fraction=0.2, seed=0, progress=True):
+    """Import the LISC archive as distributed into the dataset layout, split train/val.
+
+    Reads ``<source>/Main Dataset/<cls>/<N>.bmp`` and ``<source>/Ground Truth
+    Segmentation/<cls>/areaforexpert1/<N>_expert.bmp`` (cls: Baso, eosi, lymp, mono, neut;
+    names matched case-insensitively, spaces/underscores ignored; a single wrapping folder
+    such as "LISC Database" is entered). Writes ``<out>/<train|val>/image/<Class>/<N>.bmp``
+    (bytes copied unchanged) and ``<out>/<train|val>/mask/<Class>/<N>.png`` (grey, size
+    unchanged: 8 px smaller masks are padded when loaded).
+
+    The split is per class (stratified) and per source image, seeded: the same source,
+    fraction and seed give the same split. "mixt" (mixed cells, no single class), images
+    without an expert-1 mask, masks without an image and unreadable files are counted in
+    the report, not imported. The source is only read. Existing identical output files are
+    left alone (a second import is a no-op); if any target differs, or the same image sits
+    in the other subset, UserError is raised before anything is written. Files are written
+    to a hidden temporary name and renamed.
+
+    Returns {"source", "out", "val_fraction", "seed", "counts": {subset: {class: n}},
+    "written", "already_present", "mixt_images", "images_without_mask",
+    "masks_without_image", "unknown_folders", "invalid": [{"path", "message"}],
+    "missing_classes"}.
+    """
+    if not 0 <= float(val_fraction) < 1:
+        raise UserError("val_fraction={}: must be in [0, 1). Pass e.g. 0.2".format(val_fraction))
+    source, out = os.path.abspath(os.fspath(source)), os.path.abspath(os.fspath(out))
+    expected = ("expected '{0}/Main Dataset/<Baso|eosi|lymp|mono|neut|mixt>/N.bmp' and "
+                "'{0}/Ground Truth Segmentation/<cls>/areaforexpert1/N_expert.bmp'".format(source))
+    if not os.path.isdir(source):
+        raise _fail(source, "LISC folder not found ({})".format(expected),
+                    "Pass the unpacked LISC archive as --source")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise _fail(out, "output path exists and is not a folder",
+                    "Choose another --out")
+    real_src, real_out = os.path.realpath(source), os.path.realpath(out)
+    try:
+        inside = os.path.commonpath([real_src, real_out]) == real_src
+    except ValueError:  # different drives
+        inside = False
+    if inside:
+        raise _fail(out, "output folder is inside the LISC source folder",
+                    "Choose an --out outside {} (the source is never modified)".format(source))
+    main = _find_lisc_dir(source, lambda n: n.startswith("maindata"))
+    truth = _find_lisc_dir(source, lambda n: n.startswith("groundtruth"))
+    for found, what in ((main, "'Main Dataset'"), (truth, "'Ground Truth Segmentation'")):
+        if found is None:
+            raise _fail(source, "no {} folder ({})".format(what, expected),
+                        "Pass the folder of the unpacked LISC archive as --source")
+
+    report = {"source": source, "out": out, "val_fraction": float(val_fraction), "seed": seed,
+              "counts": {s: {c: 0 for c in CLASS_NAMES} for s in SUBSETS},
+              "written": 0, "already_present": 0, "mixt_images": 0,
+              "images_without_mask": [], "masks_without_image": [], "unknown_folders": [],
+              "invalid": [], "missing_classes": []}
+    images = {}                                            # class -> {stem: path}
+    for d in _subdirs(main):
+        path = os.path.join(main, d)
+        if _norm(d).startswith("mix"):
+            report["mixt_images"] += len(_files(path, IMAGE_EXTS))
+            continue
+        cls = match_class(d.strip())
+        if cls is None:
+            report["unknown_folders"].append(path)
+            continue
+        for f in _files(path, IMAGE_EXTS):
+            _add_unique(images.setdefault(cls, {}), os.path.splitext(os.path.basename(f))[0],
+                        f, report)
+    masks = {}                                             # class -> {stem: path}
+    for d in _subdirs(truth):
+        cls = match_class(d.strip())
+        if cls is None:
+            if not _norm(d).startswith("mix"):
+                report["unknown_folders"].append(os.path.join(truth, d))
+            continue
+        experts = [e for e in _subdirs(os.path.join(truth, d)) if _norm(e).endswith("expert1")]
+        folder = os.path.join(truth, d, experts[0]) if experts else os.path.join(truth, d)
+        for f in _files(folder, MASK_EXTS):
+            stem = re.sub(r"[ _-]?expert\d*$", "", os.path.splitext(os.path.basename(f))[0],
+                          flags=re.I)
+            _add_unique(masks.setdefault(cls, {}), stem, f, report)
+    report["missing_classes"] = [c for c in CLASS_NAMES if c not in images]
+
+    plan = []                                              # (subset, class, stem, img, mask)
+    for cls in CLASS_NAMES:
+        cls_images = {k: v for k, v in images.get(cls, {}).items() if v is not None}
+        cls_masks = {k: v for k, v in masks.get(cls, {}).items() if v is not None}
+        report["masks_without_image"] += [cls_masks[s] for s in sorted(cls_masks, key=_natural_key)
+                                          if s not in cls_images]
+        stems = []
+        for stem in sorted(cls_images, key=_natural_key):
+            if stem in cls_masks:
+                stems.append(stem)
+            else:
+                report["images_without_mask"].append(cls_images[stem])
+        order = list(stems)
+        random.Random("lisc-split:{}:{}".format(seed, cls)).shuffle(order)
+        val = set(order[:_split_count(len(order), float(val_fraction))])
+        for stem in stems:
+            plan.append(("val" if stem in val else "train", cls, stem,
+                         cls_images[stem], cls_masks[stem]))
+
+    def targets(subset, cls, stem, img_path):
+        ext = os.path.splitext(img_path)[1].lower()
+        base = os.path.join(out, subset)
+        return (os.path.join(base, "image", cls, stem + ext),
+                os.path.join(base, "mask", cls, stem + ".png"))
+
+    # Pass 1: validate sources, find conflicts; nothing is written yet.
+    todo, conflicts = [], []
+    for subset, cls, stem, img_path, mask_path in plan:
+        try:
+            image_shape = read_image(img_path).shape
+            mask = read_mask(mask_path)
+            fit_mask_to_image(mask, image_shape, mask_path)
+        except UserError as err:
+            report["invalid"].append({"path": getattr(err, "path", img_path),
+                                      "message": str(err)})
+            continue
+        img_t, mask_t = targets(subset, cls, stem, img_path)
+        other = "val" if subset == "train" else "train"
+        for t in targets(other, cls, stem, img_path):
+            if os.path.exists(t):
+                conflicts.append(t)
+        if os.path.exists(img_t) and not filecmp.cmp(img_path, img_t, shallow=False):
+            conflicts.append(img_t)
+        if os.path.exists(mask_t) and not _same_mask(mask_t, mask):
+            conflicts.append(mask_t)
+        todo.append((subset, cls, img_path, mask_path, img_t, mask_t))
+    if conflicts:
+        raise _fail(conflicts[0], "{} file(s) in {} differ from this import (or hold another "
+                    "split)".format(len(conflicts), out),
+                    "Import into a new --out folder, or delete {} first".format(out))
+
+    # Pass 2: write (mask first, so a crash leaves at worst a mask without its image).
+    bar = todo
+    if progress:
+        try:
+            from tqdm import tqdm
+            bar = tqdm(todo, desc="import-lisc", unit="image")
+        except ImportError:
+            pass
+    for subset, cls, img_path, mask_path, img_t, mask_t in bar:
+        wrote = False
+        try:
+            if not os.path.exists(mask_t):
+                mask = read_mask(mask_path)
+                _write_atomic(mask_t, lambda tmp: _save_png(mask, tmp))
+                wrote = True
+            if not os.path.exists(img_t):
+                _write_atomic(img_t, lambda tmp: shutil.copyfile(img_path, tmp))
+                wrote = True
+        except OSError as exc:
+            raise _fail(getattr(exc, "filename", None) or img_t, "cannot write ({})".format(
+                exc.strerror or exc), "Check free disk space and permissions of {}; running "
+                "the same import again completes it".format(out)) from None
+        report["written" if wrote else "already_present"] += 1
+        report["counts"][subset][cls] += 1
+    return report
+
+
+def format_import_report(report):
+    """Human-readable summary of :func:`import_lisc`'s report."""
+    lines = ["LISC {} -> {}: {} images imported ({} new, {} already present)".format(
+        report["source"], report["out"], report["written"] + report["already_present"],
+        report["written"], report["already_present"])]
+    for subset in SUBSETS:
+        lines.append("  {:<6}".format(subset) + "  ".join(
+            "{} {}".format(c, report["counts"][subset][c]) for c in CLASS_NAMES))
+    skipped = [("mixed-cell images ('mixt', no single class) not imported", report["mixt_images"]),
+               ("images without an expert-1 mask not imported",
+                len(report["images_without_mask"])),
+               ("masks without an image ignored", len(report["masks_without_image"])),
+               ("unknown folders ignored", len(report["unknown_folders"])),
+               ("unreadable or mismatched files skipped", len(report["invalid"]))]
+    for label, n in skipped:
+        if n:
+            lines.append("  {} {}".format(n, label))
+    for key in ("images_without_mask", "masks_without_image", "unknown_folders"):
+        lines += ["    {}".format(p) for p in report[key]]
+    lines += ["    {}".format(p["message"]) for p in report["invalid"]]
+    if report["missing_classes"]:
+        lines.append("  no images for: {}".format(", ".join(report["missing_classes"])))
+    return "\n".join(lines)

@@ -1,0 +1,172 @@
+"""Running a trained model over files: `detect` (overlays, label images, results JSON, counts)
+and `evaluate` (detections of a dataset subset scored against its masks).
+
+Per image, detect writes `<stem>_overlay.png` (outlines, class names, scores) and
+`<stem>_labels.png` (uint16 instance labels, 0 = background) into --out, then a small record
+`.records/<stem>.json`; an image whose record exists is done and skipped on a rerun, so a
+killed run resumes where it stopped. The run's `detections.json` (COCO results) and
+`counts.csv` are rebuilt from all records at the end of every run.
+"""
+import concurrent.futures
+import csv
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+from wbc.dataset import read_image
+from wbc.errors import UserError
+
+IMAGE_EXTENSIONS = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
+RECORDS = ".records"
+
+
+def list_images(image=None, images_dir=None):
+    """The image files named by --image or found (not recursively) in --images."""
+    if image:
+        if not os.path.isfile(image):
+            raise UserError(f"--image={image}: file not found")
+        return [image]
+    if not os.path.isdir(images_dir):
+        raise UserError(f"--images={images_dir}: folder not found")
+    files = sorted(os.path.join(images_dir, f) for f in os.listdir(images_dir)
+                   if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith("."))
+    if not files:
+        raise UserError(f"--images={images_dir}: no image files ({', '.join(IMAGE_EXTENSIONS)})")
+    return files
+
+
+def output_stem(path, taken):
+    """File stem used for outputs; the full file name when two inputs share a stem."""
+    stem = os.path.splitext(os.path.basename(path))[0]
+    return os.path.basename(path).replace(".", "_") if taken.count(stem) > 1 else stem
+
+
+def _write_json(path, data):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f)
+    os.replace(tmp, path)
+
+
+def count_classes(class_ids, class_names):
+    return {name: int(np.sum(np.asarray(class_ids) == i + 1)) for i, name in enumerate(class_names)}
+
+
+def _save_outputs(image, result, path, stem, out_dir, class_names):
+    """Overlay, label image and record of one image (the record last: it marks 'done')."""
+    from wbc.evaluate import to_coco_results
+    from wbc.figures import draw_overlay, label_image, save_png
+    save_png(draw_overlay(image, result["masks"], result["class_ids"], result["scores"],
+                          ["BG"] + list(class_names)), os.path.join(out_dir, f"{stem}_overlay.png"))
+    save_png(label_image(result["masks"]), os.path.join(out_dir, f"{stem}_labels.png"))
+    detections = to_coco_results([dict(result, image_id=0)])
+    for d in detections:
+        d.pop("image_id", None)
+    _write_json(os.path.join(out_dir, RECORDS, f"{stem}.json"), {
+        "file": os.path.abspath(path), "file_name": os.path.basename(path),
+        "height": int(image.shape[0]), "width": int(image.shape[1]),
+        "detections": detections, "counts": count_classes(result["class_ids"], class_names)})
+
+
+def plan_jobs(files, out_dir):
+    """(all jobs, jobs not done yet in out_dir) as lists of (path, output stem)."""
+    stems = [os.path.splitext(os.path.basename(f))[0] for f in files]
+    jobs = [(f, output_stem(f, stems)) for f in files]
+    todo = [(f, s) for f, s in jobs
+            if not os.path.isfile(os.path.join(out_dir, RECORDS, f"{s}.json"))]
+    return jobs, todo
+
+
+def detect_files(model, files, out_dir, class_names, progress=True):
+    """Detect on every file not done yet in out_dir; returns a one-line summary.
+    `model` may be None when nothing is left to do."""
+    from tqdm import tqdm
+    os.makedirs(os.path.join(out_dir, RECORDS), exist_ok=True)
+    jobs, todo = plan_jobs(files, out_dir)
+    skipped = len(jobs) - len(todo)
+    if skipped:
+        print(f"{skipped} of {len(jobs)} images already done in {out_dir}: skipped")
+    failed, started = [], time.time()
+    with concurrent.futures.ThreadPoolExecutor(2, "wbc-io") as pool:
+        reads = [pool.submit(read_image, f) for f, _ in todo[:2]]
+        writes = []
+        for i, (path, stem) in enumerate(tqdm(todo, desc="detect", unit="image",
+                                              disable=not progress, file=sys.stderr)):
+            if i + 2 < len(todo):   # decode two images ahead of the model
+                reads.append(pool.submit(read_image, todo[i + 2][0]))
+            try:
+                image = reads[i].result()
+            except UserError as exc:
+                failed.append(str(exc))
+                continue
+            result = model.detect([image])[0]
+            writes.append(pool.submit(_save_outputs, image, result, path, stem, out_dir,
+                                      class_names))
+            reads[i] = None
+        for w in writes:
+            w.result()
+    elapsed = time.time() - started
+    for message in failed[:5]:
+        print(f"warning: skipped {message}", file=sys.stderr)
+    if len(failed) > 5:
+        print(f"warning: {len(failed) - 5} more unreadable images skipped", file=sys.stderr)
+    totals = assemble_run_outputs(out_dir, [s for _, s in jobs], class_names)
+    rate = (len(todo) - len(failed)) / elapsed * 3600 if todo and elapsed > 0 else 0
+    cells = ", ".join(f"{n} {k}" for k, n in totals.items() if n)
+    return (f"{len(jobs) - len(failed)} images, {sum(totals.values())} cells ({cells or 'none'})"
+            f" -> {out_dir}/ ({rate:.0f} images/hour)")
+
+
+def assemble_run_outputs(out_dir, stems, class_names):
+    """Rebuild detections.json (COCO results) and counts.csv from the records of `stems`."""
+    results, rows = [], []
+    totals = dict.fromkeys(class_names, 0)
+    for image_id, stem in enumerate(stems):
+        path = os.path.join(out_dir, RECORDS, f"{stem}.json")
+        if not os.path.isfile(path):
+            continue
+        with open(path) as f:
+            record = json.load(f)
+        for d in record["detections"]:
+            results.append(dict(d, image_id=image_id, file_name=record["file_name"]))
+        counts = record["counts"]
+        total = sum(counts.values())
+        rows.append([record["file_name"], total] + [counts[c] for c in class_names]
+                    + [f"{100 * counts[c] / total:.1f}" if total else "" for c in class_names])
+        for c in class_names:
+            totals[c] += counts[c]
+    _write_json(os.path.join(out_dir, "detections.json"), results)
+    tmp = os.path.join(out_dir, "counts.csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["image", "cells"] + class_names + [f"{c} %" for c in class_names])
+        out.writerows(rows)
+    os.replace(tmp, os.path.join(out_dir, "counts.csv"))
+    return totals
+
+
+def evaluate_dataset(model, dataset, out_dir, class_names, min_confidence, meta,
+                     results_path=None, progress=True):
+    """Score a model's detections (or a results JSON) on a WBCDataset; returns the summary."""
+    from tqdm import tqdm
+    from wbc.evaluate import evaluate, load_coco_results, write_report
+    gts = []
+    for image_id in tqdm(dataset.image_ids, desc="ground truth", unit="image",
+                         disable=not progress, file=sys.stderr):
+        info = dataset.image_info[image_id]
+        masks, class_ids = dataset.load_mask(image_id)
+        gts.append({"image_id": int(image_id), "file_name": os.path.basename(info["path"]),
+                    "height": masks.shape[0], "width": masks.shape[1], "masks": masks,
+                    "class_ids": class_ids, "path": info["path"]})
+    if results_path:
+        preds = load_coco_results(results_path, gts)
+    else:
+        preds = []
+        for gt in tqdm(gts, desc="detect", unit="image", disable=not progress, file=sys.stderr):
+            r = model.detect([dataset.load_image(gt["image_id"])])[0]
+            preds.append(dict(r, image_id=gt["image_id"]))
+    metrics = evaluate(gts, preds, class_names, min_confidence=min_confidence)
+    return write_report(metrics, gts, preds, class_names, out_dir, meta)
