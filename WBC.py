@@ -233,7 +233,8 @@ def cmd_train(args):
     quiet_tensorflow()
     time_limit = parse_duration(args.time_limit) if args.time_limit else None
     base = weights_config(args.weights, args.logs) if args.weights == "last" else {}
-    config = make_config(**{**base, **image_size_config(args.image_size),
+    config = make_config(**{**base, **getattr(args, "overrides", {}),
+                            **image_size_config(args.image_size),
                             "BACKBONE": args.backbone or base.get("BACKBONE"),
                             "STEPS_PER_EPOCH": args.steps_per_epoch,
                             "VALIDATION_STEPS": args.validation_steps})
@@ -388,7 +389,7 @@ def cmd_evaluate(args):
     # precision, recall, F1, confusion and counts use `confidence`.
     model, source = inference_model(args.weights, args.logs, EVAL_MIN_SCORE)
     print(f"Weights: {source}")
-    meta["weights"] = source
+    meta["model"] = source
     out = args.out or (os.path.splitext(source)[0] + f"_eval_{args.subset}"
                        if os.path.isfile(source) else os.path.join("results", "evaluate"))
     print(evaluate_dataset(model, data, out, CLASS_NAMES, confidence, meta))
@@ -460,7 +461,9 @@ def build_parser():
                    help="heads|3+|4+|5+|all|REGEX (default: all from scratch, else 3+)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default 0.001)")
     p.add_argument("--image-size", type=int, default=None, help="square side, multiple of 64")
-    p.add_argument("--backbone", choices=["resnet50", "resnet101"], default=None)
+    p.add_argument("--backbone", choices=["resnet50", "resnet101", "small"], default=None,
+                   help="default resnet50; small: a tiny net for quick trials (no pretrained "
+                        "weights)")
     p.add_argument("--augment", choices=["none", "default", "strong"], default="default")
     p.add_argument("--time-limit", default=None, help="e.g. 8h: save and stop cleanly then")
     p.add_argument("--seed", type=int, default=None)
@@ -506,7 +509,7 @@ def build_parser():
     p = add("demo", cmd_demo, "python3 WBC.py demo",
             "synthesise a small set, train a small model for a few minutes, evaluate, detect")
     p.add_argument("--out", default="demo", help="demo folder (default demo/)")
-    p.add_argument("--minutes", type=float, default=5.0, help="training time (default 5)")
+    p.add_argument("--minutes", type=float, default=7.0, help="training time (default 7)")
     p.add_argument("--threads", type=int, default=None)
     return parser
 

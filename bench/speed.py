@@ -87,7 +87,6 @@ def timed(fn, n):
 
 
 def measure_ours(args):
-    import numpy as np
     import tensorflow as tf
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)

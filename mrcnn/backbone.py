@@ -7,7 +7,6 @@ P2..P5 have TOP_DOWN_PYRAMID_SIZE channels at strides 4..32 and P6 is P5 subsamp
 import math
 
 import numpy as np
-import keras
 from keras import layers as KL
 
 
@@ -71,7 +70,8 @@ def resnet_graph(input_image, architecture, stage5=False, train_bn=True):
     """Build ResNet on `input_image` [B, H, W, C]; returns [C1, C2, C3, C4, C5] (C5 None
     unless stage5)."""
     if architecture not in STAGE4_BLOCKS:
-        raise ValueError(f"BACKBONE must be 'resnet50' or 'resnet101', not {architecture!r}")
+        raise ValueError(f"BACKBONE must be 'resnet50', 'resnet101' or 'small', not "
+                         f"{architecture!r}")
     x = KL.ZeroPadding2D((3, 3))(input_image)
     x = KL.Conv2D(64, 7, strides=2, use_bias=True, name="conv1")(x)
     x = BatchNorm(train_bn=train_bn, name="bn_conv1")(x)
@@ -96,6 +96,28 @@ def resnet_graph(input_image, architecture, stage5=False, train_bn=True):
     return [c1, c2, c3, c4, c5]
 
 
+def small_backbone_graph(input_image, stage5=True, train_bn=None):
+    """BACKBONE = "small" (our addition): a 10-layer conv net with ResNet's strides (C1..C5 at
+    2..32, 16..128 channels), about 0.4 M parameters. For quick demos and tests on a CPU;
+    no pretrained weights exist for it."""
+    outputs, x = [], input_image
+    for i, width in enumerate([16, 32, 64, 96, 128], start=1):
+        x = KL.Conv2D(width, 3, strides=2, padding="same", name=f"small_conv{i}")(x)
+        x = KL.Activation("relu")(BatchNorm(train_bn=train_bn, name=f"small_bn{i}")(x))
+        x = KL.Conv2D(width, 3, padding="same", activation="relu", name=f"small_conv{i}b")(x)
+        outputs.append(x)
+    return outputs
+
+
+def build_backbone(input_image, config):
+    """[C1..C5] of config.BACKBONE: resnet50, resnet101, small, or a callable."""
+    if callable(config.BACKBONE):
+        return config.BACKBONE(input_image, stage5=True, train_bn=config.TRAIN_BN)
+    if config.BACKBONE == "small":
+        return small_backbone_graph(input_image, train_bn=config.TRAIN_BN)
+    return resnet_graph(input_image, config.BACKBONE, stage5=True, train_bn=config.TRAIN_BN)
+
+
 def fpn_graph(c2, c3, c4, c5, depth):
     """Top-down feature pyramid. Returns [P2, P3, P4, P5, P6], each with `depth` channels."""
     p5 = KL.Conv2D(depth, 1, name="fpn_c5p5")(c5)
@@ -112,8 +134,10 @@ def fpn_graph(c2, c3, c4, c5, depth):
 
 
 def compute_backbone_shapes(config, image_shape):
-    """Feature-map sizes [levels, 2] (rows, cols) for each stride of BACKBONE_STRIDES."""
-    if callable(config.BACKBONE):
+    """Feature-map sizes [levels, 2] (rows, cols) for each stride of BACKBONE_STRIDES.
+    A callable BACKBONE may come with COMPUTE_BACKBONE_SHAPE; without it the strides rule
+    (ceil(side / stride)) is used, as for the built-in backbones."""
+    if callable(config.BACKBONE) and config.COMPUTE_BACKBONE_SHAPE is not None:
         return config.COMPUTE_BACKBONE_SHAPE(image_shape)
     return np.array([[int(math.ceil(image_shape[0] / s)), int(math.ceil(image_shape[1] / s))]
                      for s in config.BACKBONE_STRIDES])

@@ -23,7 +23,8 @@ from keras import layers as KL
 
 from mrcnn import utils
 from mrcnn import weights as weights_io
-from mrcnn.backbone import BatchNorm, compute_backbone_shapes, fpn_graph, resnet_graph  # noqa: F401
+from mrcnn.backbone import (BatchNorm, build_backbone, compute_backbone_shapes,  # noqa: F401
+                            fpn_graph, resnet_graph)
 from mrcnn.box_ops import norm_boxes_graph
 from mrcnn.data import (TrainingInput, compose_image_meta, data_generator,  # noqa: F401
                         load_image_gt, mold_image, parse_image_meta, unmold_image)
@@ -168,11 +169,7 @@ class MaskRCNN:
             input_anchors = KL.Input(shape=[None, 4], name="input_anchors")
 
         train_bn = config.TRAIN_BN
-        if callable(config.BACKBONE):
-            _, c2, c3, c4, c5 = config.BACKBONE(input_image, stage5=True, train_bn=train_bn)
-        else:
-            _, c2, c3, c4, c5 = resnet_graph(input_image, config.BACKBONE, stage5=True,
-                                             train_bn=train_bn)
+        _, c2, c3, c4, c5 = build_backbone(input_image, config)
         p2, p3, p4, p5, p6 = fpn_graph(c2, c3, c4, c5, config.TOP_DOWN_PYRAMID_SIZE)
         rpn_feature_maps = [p2, p3, p4, p5, p6]
         mrcnn_feature_maps = [p2, p3, p4, p5]

@@ -4,29 +4,16 @@ import time
 
 import numpy as np
 import pytest
-from keras import layers as KL
 
 from conftest import TinyConfig
 from mrcnn import model as modellib
 from mrcnn import utils
-from mrcnn.backbone import BatchNorm
 from shapes import ShapesDataset
-
-
-def small_backbone(input_image, stage5=True, train_bn=None):
-    """A 5-stage conv net with ResNet's strides (2..32): C1..C5 with 16..128 channels."""
-    outputs, x = [], input_image
-    for i, width in enumerate([16, 32, 64, 96, 128], start=1):
-        x = KL.Conv2D(width, 3, strides=2, padding="same", name=f"small_conv{i}")(x)
-        x = KL.Activation("relu")(BatchNorm(train_bn=train_bn, name=f"small_bn{i}")(x))
-        x = KL.Conv2D(width, 3, padding="same", activation="relu", name=f"small_conv{i}b")(x)
-        outputs.append(x)
-    return outputs
 
 
 class SmallConfig(TinyConfig):
     NAME = "small"
-    BACKBONE = staticmethod(small_backbone)
+    BACKBONE = "small"
     TOP_DOWN_PYRAMID_SIZE = 64
     FPN_CLASSIF_FC_LAYERS_SIZE = 256
     TRAIN_BN = None
@@ -34,10 +21,6 @@ class SmallConfig(TinyConfig):
     STEPS_PER_EPOCH = 100
     VALIDATION_STEPS = 5
     DETECTION_MIN_CONFIDENCE = 0.5
-
-    @staticmethod
-    def COMPUTE_BACKBONE_SHAPE(image_shape):
-        return np.array([[int(np.ceil(image_shape[0] / s))] * 2 for s in (4, 8, 16, 32, 64)])
 
 
 def mean_ap50(model, dataset):

@@ -10,7 +10,6 @@ import pytest
 from conftest import TinyConfig
 from matterport_h5 import write_full_model_h5, write_matterport_h5
 from mrcnn import model as modellib
-from mrcnn import utils
 from mrcnn.config import Config
 from mrcnn.data import TrainingInput
 from mrcnn.weights import WeightsFileError, model_weight_map
@@ -91,6 +90,21 @@ def test_anchor_count_at_1024_default_config():
     anchors = model_anchors.get_anchors(Default().IMAGE_SHAPE)
     assert anchors.shape == (261888, 4)
     assert model_anchors.anchors.shape == (261888, 4)
+
+
+def test_callable_and_small_backbones(tmp_path):
+    from mrcnn.backbone import small_backbone_graph
+
+    class Callable(TinyConfig):
+        BACKBONE = staticmethod(lambda image, stage5, train_bn: small_backbone_graph(image))
+
+    class Small(TinyConfig):
+        BACKBONE = "small"
+    for config in (Callable(), Small()):
+        model = modellib.MaskRCNN("inference", config, str(tmp_path))
+        assert model.keras_model.get_layer("small_conv5b").output.shape[-1] == 128
+        (r,) = model.detect([np.zeros((128, 128, 3), np.uint8)])
+        assert r["masks"].shape[:2] == (128, 128)
 
 
 def test_image_size_must_be_a_multiple_of_64(tmp_path):
