@@ -25,7 +25,8 @@ from wbc.dataset import CLASS_NAMES, WBCDataset  # noqa: F401  (part of WBC.py's
 from wbc.errors import UserError
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
-COCO_WEIGHTS_PATH = os.path.join(ROOT, "mask_rcnn_coco.h5")
+# Matterport's COCO file, in the project root (WBC_COCO_WEIGHTS overrides, e.g. a shared copy).
+COCO_WEIGHTS_PATH = os.environ.get("WBC_COCO_WEIGHTS", os.path.join(ROOT, "mask_rcnn_coco.h5"))
 COCO_EXCLUDE = ["mrcnn_class_logits", "mrcnn_bbox_fc", "mrcnn_bbox", "mrcnn_mask"]
 DEFAULT_LOGS = "logs"
 EVAL_MIN_SCORE = 0.05   # detections kept for AP in evaluate

@@ -4,7 +4,14 @@ Boxes are (y1, x1, y2, x2). Normalized coordinates follow Matterport: a pixel bo
 (y1, x1, y2, x2) with exclusive y2/x2 maps to ((y1, x1, y2 - 1, x2 - 1) / (H - 1, W - 1)).
 Deltas are (dy, dx, log dh, log dw) relative to the box centre and size.
 """
+import math
+
 import tensorflow as tf
+
+
+# Largest log-scale change applied to a box (as torchvision): keeps an untrained or diverging
+# network's exp(dh) finite instead of turning proposals into inf / NaN.
+MAX_LOG_SCALE = math.log(1000. / 16.)
 
 
 def apply_box_deltas_graph(boxes, deltas):
@@ -13,8 +20,8 @@ def apply_box_deltas_graph(boxes, deltas):
     width = boxes[..., 3] - boxes[..., 1]
     center_y = boxes[..., 0] + 0.5 * height + deltas[..., 0] * height
     center_x = boxes[..., 1] + 0.5 * width + deltas[..., 1] * width
-    height = height * tf.exp(deltas[..., 2])
-    width = width * tf.exp(deltas[..., 3])
+    height = height * tf.exp(tf.minimum(deltas[..., 2], MAX_LOG_SCALE))
+    width = width * tf.exp(tf.minimum(deltas[..., 3], MAX_LOG_SCALE))
     y1 = center_y - 0.5 * height
     x1 = center_x - 0.5 * width
     return tf.stack([y1, x1, y1 + height, x1 + width], axis=-1)

@@ -5,16 +5,19 @@ import os
 import subprocess
 import sys
 
+import h5py
+import numpy as np
 import pytest
 from PIL import Image
 
 from conftest import ROOT, SHARED_DATA
+from matterport_h5 import write_matterport_h5
 
 WBC = os.path.join(ROOT, "WBC.py")
 
 
-def run(*args, cwd=None, timeout=600):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+def run(*args, cwd=None, timeout=600, env=None):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(env or {}))
     return subprocess.run([sys.executable, WBC] + list(args), capture_output=True, text=True,
                           cwd=cwd, timeout=timeout, env=env, stdin=subprocess.DEVNULL)
 
@@ -56,6 +59,51 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path):
         errors = [l for l in result.stderr.splitlines() if l.startswith("error:")]
         assert len(errors) == 1, (args, result.stderr)
     assert run("frobnicate").returncode == 2
+
+
+def test_bad_weight_files_are_one_line_errors(tmp_path, synth_data):
+    truncated = tmp_path / "mask_rcnn_coco.h5"
+    truncated.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
+    other = tmp_path / "other.h5"
+    write_matterport_h5(str(other), backbone="resnet50", num_classes=81,
+                        only=["mrcnn_class_logits"])
+    cases = [(f"--weights={tmp_path / 'missing.h5'}", "file not found"),
+             (f"--weights={truncated}", "not a readable HDF5"),
+             (f"--weights={other}", "exclude=")]
+    for weights, message in cases:
+        result = run("train", f"--dataset={synth_data}", weights, "--image-size=128",
+                     f"--logs={tmp_path / 'logs'}")
+        assert result.returncode == 2, (weights, result.stdout, result.stderr)
+        assert "Traceback" not in result.stderr and message in result.stderr, result.stderr
+    result = run("train", f"--dataset={synth_data}", "--weights=coco", "--image-size=128",
+                 env={"WBC_COCO_WEIGHTS": str(truncated)})
+    assert result.returncode == 2 and "truncated download" in result.stderr
+
+
+def test_train_from_matterport_coco_weights(tmp_path, synth_data):
+    coco = tmp_path / "mask_rcnn_coco.h5"
+    written = write_matterport_h5(str(coco), backbone="resnet50", num_classes=81, seed=4)
+    result = run("train", f"--dataset={synth_data}", "--weights=coco", "--image-size=128",
+                 "--epochs=1", "--steps-per-epoch=1", "--validation-steps=1",
+                 f"--logs={tmp_path / 'logs'}", "--augment=none",
+                 env={"WBC_COCO_WEIGHTS": str(coco)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "COCO" in result.stdout and "Training layers 3+" in result.stdout
+    (checkpoint,) = (tmp_path / "logs").glob("wbc*/mask_rcnn_wbc_0001.h5")
+    with h5py.File(checkpoint, "r") as f:       # the frozen stem still holds COCO's values
+        np.testing.assert_array_equal(f["conv1/conv1/kernel:0"][()], written["conv1"][0])
+
+
+def test_import_lisc_then_check(tmp_path):
+    from test_dataset import make_lisc
+    source = tmp_path / "LISC"
+    make_lisc(source)
+    out = tmp_path / "WBC"
+    result = run("import-lisc", f"--source={source}", f"--out={out}", "--seed=1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (out / "train" / "image").is_dir() and (out / "val" / "mask").is_dir()
+    assert "mixt" in result.stdout
+    assert run("import-lisc", f"--source={tmp_path / 'nope'}", f"--out={out}").returncode == 2
 
 
 def test_train_resume_detect_evaluate(tmp_path, synth_data):
