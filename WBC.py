@@ -313,7 +313,7 @@ def install_signal_handlers(stop):
 def curves_callback(model):
     """A callback that redraws <log_dir>/curves.png after every epoch, when available."""
     try:
-        from wbc.evaluate import plot_loss_curves
+        from wbc.report import plot_loss_curves
     except ImportError:
         return []
 
@@ -406,7 +406,7 @@ def cmd_check(args):
 
 
 def cmd_import_lisc(args):
-    from wbc.dataset import format_import_report, import_lisc
+    from wbc.lisc import format_import_report, import_lisc
     report = import_lisc(args.source, args.out, val_fraction=args.val_fraction, seed=args.seed)
     print(format_import_report(report))
     print(f"Next: python3 WBC.py check --dataset={args.out}")

@@ -5,7 +5,8 @@
 Each image holds 1-3 disc-shaped cells of random classes on a noisy background; the
 predictions are the discs slightly moved and resized, with now and then a wrong class, a
 missed cell or a spurious detection. Timed: wbc.evaluate.evaluate (COCO AP for masks and
-boxes, matching, counting) and write_report (metrics.json, report.md, three PNGs).
+boxes, matching, counting) and wbc.report.write_report (metrics.json, report.md, three
+PNGs).
 A benchmark, not a test: it prints figures and asserts nothing. The target is under 10 s
 for 100 images, model time excluded.
 """
@@ -22,6 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from wbc import evaluate as ev  # noqa: E402
+from wbc.report import write_report  # noqa: E402
 
 NAMES = ["Basophil", "Eosinophil", "Lymphocyte", "Monocyte", "Neutrophil"]
 
@@ -80,8 +82,8 @@ def main():
     t1 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         out = args.keep or os.path.join(tmp, "report")
-        summary = ev.write_report(metrics, gts, preds, NAMES, out,
-                                  {"model": "synthetic", "dataset": "synthetic", "subset": "val"})
+        summary = write_report(metrics, gts, preds, NAMES, out,
+                               {"model": "synthetic", "dataset": "synthetic", "subset": "val"})
         t2 = time.perf_counter()
     print(json.dumps({"images": args.images, "evaluate_s": round(t1 - t0, 3),
                       "report_s": round(t2 - t1, 3), "total_s": round(t2 - t0, 3)}))

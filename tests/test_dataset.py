@@ -1,4 +1,4 @@
-"""The dataset side: folder layout, decoding, masks -> cells, check and LISC import.
+"""wbc.dataset and wbc.lisc: folder layout, decoding, masks -> cells, check and LISC import.
 
 Every test builds its own tiny files under tmp_path; the real-data test reads
 ../shared/data/wbc-zheng2018 and skips when it is absent.
@@ -20,9 +20,10 @@ from PIL import Image
 from conftest import SHARED_DATA
 from wbc.dataset import (
     CLASS_NAMES, WBCDataset, check_dataset, default_min_area, fit_mask_to_image,
-    format_check_report, format_import_report, image_size, import_lisc, mask_to_instances,
-    match_class, read_image, read_mask, scan_dataset)
+    format_check_report, image_size, mask_to_instances, match_class, read_image, read_mask,
+    scan_dataset)
 from wbc.errors import UserError
+from wbc.lisc import format_import_report, import_lisc
 
 H, W = 40, 48  # default size of the generated images
 
@@ -588,7 +589,7 @@ def test_import_lisc(tmp_path, capsys):
 def test_import_lisc_split_is_seeded_and_stratified(tmp_path):
     src = make_lisc(str(tmp_path / "src"))
     a = import_lisc(src, str(tmp_path / "a"), val_fraction=0.3, seed=5, progress=False)
-    b = import_lisc(src, str(tmp_path / "b"), val_fraction=0.3, seed=5, progress=False)
+    import_lisc(src, str(tmp_path / "b"), val_fraction=0.3, seed=5, progress=False)
     assert tree_hash(str(tmp_path / "a")) == tree_hash(str(tmp_path / "b"))
     assert a["counts"]["val"] == {"Basophil": 1, "Eosinophil": 2, "Lymphocyte": 3,
                                   "Monocyte": 1, "Neutrophil": 2}

@@ -1,4 +1,4 @@
-"""wbc.evaluate: hand-made ground truth and predictions with answers known in advance."""
+"""wbc.evaluate and wbc.report: hand-made ground truth and predictions, answers known in advance."""
 import json
 import os
 import subprocess
@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from wbc import evaluate as ev
+from wbc import report as rp
 from wbc.errors import UserError
 
 NAMES = ["Basophil", "Eosinophil", "Lymphocyte", "Monocyte", "Neutrophil"]
@@ -352,9 +353,9 @@ def test_write_report_files(tmp_path):
     m = ev.evaluate(gts, preds, NAMES)
     out = tmp_path / "report"
     meta = {"model": "logs/mask_rcnn_wbc_0030.h5", "dataset": "WBC", "subset": "val"}
-    line = ev.write_report(m, gts, preds, NAMES, str(out), meta)
+    line = rp.write_report(m, gts, preds, NAMES, str(out), meta)
     assert isinstance(line, str) and "\n" not in line and line.startswith("val: 3 images")
-    assert sorted(os.listdir(out)) == sorted(ev.REPORT_FILES)
+    assert sorted(os.listdir(out)) == sorted(rp.REPORT_FILES)
     doc = json.loads((out / "metrics.json").read_text())
     assert doc["model"] == meta["model"] and doc["subset"] == "val" and doc["dataset"] == "WBC"
     assert doc["thresholds"]["min_confidence"] == 0.7 and doc["versions"]["pycocotools"]
@@ -367,18 +368,18 @@ def test_write_report_files(tmp_path):
                          "Count MAE", meta["model"]]:
         assert text in report
     for name in ("confusion.png", "pr_curves.png", "worst.png"):
-        assert png_size(out / name) == ev.PNG_SIZES[name]
+        assert png_size(out / name) == rp.PNG_SIZES[name]
     assert [p for p in os.listdir(tmp_path) if p.startswith(".")] == []     # no temp left
     # a run without errors still draws every picture
     m = ev.evaluate(gts, perfect_preds(gts), NAMES)
-    ev.write_report(m, gts, perfect_preds(gts), NAMES, str(out), meta)
-    assert png_size(out / "worst.png") == ev.PNG_SIZES["worst.png"]
+    rp.write_report(m, gts, perfect_preds(gts), NAMES, str(out), meta)
+    assert png_size(out / "worst.png") == rp.PNG_SIZES["worst.png"]
     assert json.loads((out / "metrics.json").read_text())["worst_images"] == []
 
 
 def test_write_report_empty_subset(tmp_path):
     m = ev.evaluate([], [], NAMES)
-    line = ev.write_report(m, [], [], NAMES, str(tmp_path / "r"), {})
+    line = rp.write_report(m, [], [], NAMES, str(tmp_path / "r"), {})
     assert "0 images" in line
     doc = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert doc["coco"]["mask"]["AP"] is None and doc["segmentation"]["dice_mean"] is None
@@ -394,18 +395,18 @@ def test_failed_report_leaves_earlier_files(tmp_path, monkeypatch):
 
     def broken(*args, **kwargs):
         raise RuntimeError("disk full")
-    monkeypatch.setattr(ev, "_plot_worst", broken)
+    monkeypatch.setattr(rp, "_plot_worst", broken)
     with pytest.raises(RuntimeError, match="disk full"):
-        ev.write_report(m, gts, preds, NAMES, str(out), {"subset": "val"})
+        rp.write_report(m, gts, preds, NAMES, str(out), {"subset": "val"})
     assert sorted(os.listdir(out)) == ["metrics.json", "report.md"]
     assert (out / "report.md").read_text() == "earlier run"
     assert os.listdir(tmp_path) == ["report"]                            # temp folder gone
     # failing at the last file (report.md) of a first run creates no output folder
     monkeypatch.undo()
-    monkeypatch.setattr(ev, "_report_md", broken)
+    monkeypatch.setattr(rp, "_report_md", broken)
     fresh = tmp_path / "fresh"
     with pytest.raises(RuntimeError):
-        ev.write_report(m, gts, preds, NAMES, str(fresh), {})
+        rp.write_report(m, gts, preds, NAMES, str(fresh), {})
     assert not fresh.exists()
 
 
@@ -413,9 +414,9 @@ def test_evaluate_results_file(tmp_path):
     gts = three_images()
     path = tmp_path / "det.json"
     path.write_text(json.dumps(ev.to_coco_results(perfect_preds(gts))))
-    m, line = ev.evaluate_results_file(str(path), gts, NAMES)
+    m, line = rp.evaluate_results_file(str(path), gts, NAMES)
     assert m["coco"]["mask"]["AP"] == pytest.approx(1.0) and "mask AP 1.000" in line
-    m, line = ev.evaluate_results_file(str(path), gts, NAMES, out_dir=str(tmp_path / "r"))
+    m, line = rp.evaluate_results_file(str(path), gts, NAMES, out_dir=str(tmp_path / "r"))
     assert json.loads((tmp_path / "r" / "metrics.json").read_text())["meta"]["results"] == \
         str(path)
 
@@ -439,23 +440,23 @@ def test_loss_curves(tmp_path):
             [0.001, 3600] for e in (1, 2, 3)]
     write_csv(tmp_path / "losses.csv", rows, columns)
     png = tmp_path / "out" / "curves.png"
-    assert ev.plot_loss_curves(str(tmp_path / "losses.csv"), str(png)) == str(png)
-    assert png_size(png) == ev.PNG_SIZES["curves.png"]
+    assert rp.plot_loss_curves(str(tmp_path / "losses.csv"), str(png)) == str(png)
+    assert png_size(png) == rp.PNG_SIZES["curves.png"]
     # one epoch, no validation columns
     write_csv(tmp_path / "one.csv", [[1] + [1.5] * 6 + [0.001, 10]],
               ["epoch"] + LOSSES + ["lr", "seconds"])
-    ev.plot_loss_curves(str(tmp_path / "one.csv"), str(png))
-    assert png_size(png) == ev.PNG_SIZES["curves.png"]
+    rp.plot_loss_curves(str(tmp_path / "one.csv"), str(png))
+    assert png_size(png) == rp.PNG_SIZES["curves.png"]
     assert sorted(os.listdir(png.parent)) == ["curves.png"]
     write_csv(tmp_path / "empty.csv", [], ["epoch"] + LOSSES)
     with pytest.raises(UserError, match="no epoch"):
-        ev.plot_loss_curves(str(tmp_path / "empty.csv"), str(png))
+        rp.plot_loss_curves(str(tmp_path / "empty.csv"), str(png))
     with pytest.raises(UserError, match="not found"):
-        ev.plot_loss_curves(str(tmp_path / "absent.csv"), str(png))
+        rp.plot_loss_curves(str(tmp_path / "absent.csv"), str(png))
 
 
 def test_no_tensorflow_import():
-    code = ("import sys; import wbc.evaluate; "
+    code = ("import sys; import wbc.evaluate, wbc.report; "
             "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     subprocess.run([sys.executable, "-c", code], cwd=root, check=True)

@@ -152,7 +152,8 @@ def evaluate_dataset(model, dataset, out_dir, class_names, min_confidence, meta,
                      results_path=None, progress=True):
     """Score a model's detections (or a results JSON) on a WBCDataset; returns the summary."""
     from tqdm import tqdm
-    from wbc.evaluate import evaluate, load_coco_results, write_report
+    from wbc.evaluate import evaluate, load_coco_results
+    from wbc.report import write_report
     gts = []
     for image_id in tqdm(dataset.image_ids, desc="ground truth", unit="image",
                          disable=not progress, file=sys.stderr):
