@@ -95,6 +95,7 @@ def parse_duration(text):
 
 def set_threads(threads):
     """Use `threads` CPU threads in TensorFlow (default: all cores)."""
+    quiet_tensorflow()
     import tensorflow as tf
     threads = threads or os.cpu_count() or 1
     tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -103,7 +104,19 @@ def set_threads(threads):
 
 
 def quiet_tensorflow():
+    """Import TensorFlow without its start-up chatter (absl and oneDNN notices on stderr,
+    which TF_CPP_MIN_LOG_LEVEL does not silence): stderr is muted during the import only."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if "tensorflow" not in sys.modules:
+        sys.stderr.flush()
+        saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        try:
+            import tensorflow  # noqa: F401
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(devnull)
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 
@@ -166,7 +179,7 @@ def resolve_weights(model, spec, logs, for_training):
                 raise UserError(str(exc)) from None
             model.load_weights(path, by_name=True)
             return f"ImageNet ResNet50 ({path})"
-        path = find_last_checkpoint(model, logs) if spec == "last" else spec
+        path = find_last_checkpoint(logs) if spec == "last" else spec
         if not os.path.isfile(path):
             raise UserError(f"--weights={spec}: file not found. Give a .h5 path, or "
                             "last|coco|imagenet|none")
@@ -176,9 +189,12 @@ def resolve_weights(model, spec, logs, for_training):
         raise UserError(f"{exc}") from None
 
 
-def find_last_checkpoint(model, logs):
+def find_last_checkpoint(logs):
+    """Newest WBC checkpoint under logs, as a path string; UserError if there is none."""
+    quiet_tensorflow()
+    from mrcnn.model import find_last
     try:
-        return str(model.find_last())
+        return str(find_last(logs, WBCConfig.NAME))
     except FileNotFoundError:
         raise UserError(f"--weights=last: no checkpoint of a WBC run under {logs}/. Train "
                         "first (python3 WBC.py train ...) or give --weights=PATH or --logs=DIR"
@@ -188,12 +204,9 @@ def find_last_checkpoint(model, logs):
 def weights_config(spec, logs):
     """Config values of the run the weights come from (config.json beside them)."""
     if spec == "last":
-        from mrcnn.model import MaskRCNN
-        probe = MaskRCNN.__new__(MaskRCNN)
-        probe.config, probe.model_dir = WBCConfig(), logs
         try:
-            return saved_config(str(probe.find_last()))
-        except FileNotFoundError:
+            return saved_config(find_last_checkpoint(logs))
+        except UserError:
             return {}
     if spec not in ("coco", "imagenet", "none") and os.path.isfile(spec):
         return saved_config(spec)
@@ -271,7 +284,7 @@ def cmd_train(args):
         raise UserError(f"training stopped: {exc}") from None
     finally:
         restore()
-    last = checkpoint_or_none(model)
+    last = find_last_checkpoint(args.logs)
     resume = (f"python3 WBC.py train --dataset={args.dataset} --weights=last "
               f"--logs={args.logs} --epochs={args.epochs}")
     if stop.reason == "time":
@@ -283,13 +296,6 @@ def cmd_train(args):
     print(f"Done: {last}")
     print(f"Next: python3 WBC.py evaluate --dataset={args.dataset} --weights={last}")
     return 0
-
-
-def checkpoint_or_none(model):
-    try:
-        return str(model.find_last())
-    except FileNotFoundError:
-        return None
 
 
 def install_signal_handlers(stop):

@@ -9,6 +9,7 @@ input pipeline and weights.py the HDF5 files. Training runs a `tf.function` step
 """
 import csv
 import datetime
+import errno
 import logging
 import math
 import os
@@ -86,6 +87,25 @@ class CheckpointPath(str):
         if key == 0:
             return os.path.dirname(self)
         return str.__getitem__(self, key)
+
+
+def find_last(model_dir, name):
+    """Newest checkpoint (mask_rcnn_*.h5) of the newest run folder `<name.lower()>*` under
+    model_dir that has one; run folders without a checkpoint yet (a run that just started or
+    died before its first epoch) are passed over. Raises FileNotFoundError."""
+    name = name.lower()
+    runs = sorted(d for d in (os.listdir(model_dir) if os.path.isdir(model_dir) else [])
+                  if d.startswith(name) and os.path.isdir(os.path.join(model_dir, d)))
+    for run in reversed(runs):
+        folder = os.path.join(model_dir, run)
+        files = sorted(f for f in os.listdir(folder)
+                       if f.startswith("mask_rcnn") and f.endswith(".h5"))
+        if files:
+            return CheckpointPath(os.path.join(folder, files[-1]))
+    if not runs:
+        raise FileNotFoundError(errno.ENOENT, f"Could not find model directory under {model_dir}")
+    raise FileNotFoundError(errno.ENOENT, "Could not find weight files in "
+                            f"{os.path.join(model_dir, runs[-1])}")
 
 
 # ----------------------------------------------------------------------------- small layers
@@ -257,21 +277,7 @@ class MaskRCNN:
 
     def find_last(self):
         """Path of the newest checkpoint of the newest run of this config's NAME in model_dir."""
-        name = self.config.NAME.lower()
-        runs = sorted(d for d in (os.listdir(self.model_dir) if os.path.isdir(self.model_dir) else [])
-                      if d.startswith(name) and os.path.isdir(os.path.join(self.model_dir, d)))
-        for run in reversed(runs):
-            folder = os.path.join(self.model_dir, run)
-            files = sorted(f for f in os.listdir(folder)
-                           if f.startswith("mask_rcnn") and f.endswith(".h5"))
-            if files:
-                return CheckpointPath(os.path.join(folder, files[-1]))
-        import errno
-        if not runs:
-            raise FileNotFoundError(errno.ENOENT,
-                                    f"Could not find model directory under {self.model_dir}")
-        raise FileNotFoundError(errno.ENOENT, "Could not find weight files in "
-                                f"{os.path.join(self.model_dir, runs[-1])}")
+        return find_last(self.model_dir, self.config.NAME)
 
     def load_weights(self, filepath, by_name=False, exclude=None):
         """Load a Keras-2 HDF5 weights file (Matterport's or ours); see weights.py.
