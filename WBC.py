@@ -56,7 +56,7 @@ class WBCConfig(Config):
 
 
 # Config attributes saved with a run (config.json) and restored when its weights are used.
-SAVED_CONFIG_KEYS = ["BACKBONE", "IMAGE_RESIZE_MODE", "IMAGE_MIN_DIM", "IMAGE_MAX_DIM",
+SAVED_CONFIG_KEYS = ["LAYERS", "BACKBONE", "IMAGE_RESIZE_MODE", "IMAGE_MIN_DIM", "IMAGE_MAX_DIM",
                      "NUM_CLASSES", "RPN_ANCHOR_SCALES", "RPN_ANCHOR_RATIOS", "TRAIN_BN",
                      "TOP_DOWN_PYRAMID_SIZE", "FPN_CLASSIF_FC_LAYERS_SIZE", "MEAN_PIXEL",
                      "POST_NMS_ROIS_INFERENCE", "DETECTION_MAX_INSTANCES",
@@ -246,7 +246,8 @@ class StopControl:
 def cmd_train(args):
     quiet_tensorflow()
     time_limit = parse_duration(args.time_limit) if args.time_limit else None
-    base = weights_config(args.weights, args.logs) if args.weights == "last" else {}
+    base = weights_config(args.weights, args.logs)
+    saved_layers = base.pop("LAYERS", None)
     config = make_config(**{**base, **getattr(args, "overrides", {}),
                             **image_size_config(args.image_size),
                             "BACKBONE": args.backbone or base.get("BACKBONE"),
@@ -263,7 +264,8 @@ def cmd_train(args):
     from mrcnn import model as modellib
     model = modellib.MaskRCNN("training", config, args.logs)
     source = resolve_weights(model, args.weights, args.logs, for_training=True)
-    layers = args.layers or ("all" if args.weights == "none" else "3+")
+    layers = args.layers or saved_layers or (
+        "3+" if args.weights in ("coco", "imagenet") else "all")
     lr = args.lr if args.lr is not None else config.LEARNING_RATE
     config.display()
     print(f"Weights: {source}")
@@ -271,8 +273,7 @@ def cmd_train(args):
           f"{args.epochs}, {config.STEPS_PER_EPOCH} steps per epoch, {threads} threads")
     print(f"Checkpoints go to {model.log_dir}")
     os.makedirs(model.log_dir, exist_ok=True)
-    write_json(os.path.join(model.log_dir, "config.json"),
-               {k: v for k, v in config.to_dict().items()})
+    write_json(os.path.join(model.log_dir, "config.json"), dict(config.to_dict(), LAYERS=layers))
     stop = StopControl(time_limit)
     restore = install_signal_handlers(stop)
     callbacks = [stop] + curves_callback(model)
@@ -351,6 +352,7 @@ def inference_model(weights, logs, min_confidence=None, image_size=None):
     """An inference MaskRCNN with the config of the run its weights come from."""
     quiet_tensorflow()
     stored = weights_config(weights, logs)
+    stored.pop("LAYERS", None)
     config = make_config(**{**stored, **image_size_config(image_size),
                             "DETECTION_MIN_CONFIDENCE": min_confidence})
     from mrcnn import model as modellib
@@ -465,7 +467,8 @@ def build_parser():
     p.add_argument("--validation-steps", type=int, default=None,
                    help="validation batches per epoch (default 10)")
     p.add_argument("--layers", default=None,
-                   help="heads|3+|4+|5+|all|REGEX (default: all from scratch, else 3+)")
+                   help="heads|3+|4+|5+|all|REGEX (default: 3+ from coco/imagenet, the run's "
+                        "own on resume, else all)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default 0.001)")
     p.add_argument("--image-size", type=int, default=None, help="square side, multiple of 64")
     p.add_argument("--backbone", choices=["resnet50", "resnet101", "small"], default=None,

@@ -119,6 +119,7 @@ def test_train_resume_detect_evaluate(tmp_path, synth_data):
     second = run("train", "--weights=last", "--epochs=2", *common)
     assert second.returncode == 0, second.stdout + second.stderr
     assert (run_dir / "mask_rcnn_wbc_0002.h5").is_file()
+    assert "Training layers all" in second.stdout and "from epoch 1 to 2" in second.stdout
     assert len(list(logs.iterdir())) == 1                     # continued in the same run
 
     images = synth_data / "val" / "image"
