@@ -214,13 +214,9 @@ def weights_config(spec, logs):
 
 
 # ----------------------------------------------------------------------------- train
-class StopControl:
-    """Keras-style callback that stops training at a time limit or on SIGINT / SIGTERM."""
-
-    def __init__(self, time_limit_s=None):
-        self.deadline = time.time() + time_limit_s if time_limit_s else None
-        self.reason = None
-        self.model = None
+class Callback:
+    """The Keras callback protocol with every hook a no-op (Keras itself is imported late)."""
+    model = None
 
     def set_model(self, model):
         self.model = model
@@ -228,19 +224,28 @@ class StopControl:
     def set_params(self, params):
         pass
 
+    def __getattr__(self, name):
+        if name.startswith("on_"):
+            return lambda *a, **k: None
+        raise AttributeError(name)
+
+
+class StopControl(Callback):
+    """Stops training at a time limit or on SIGINT / SIGTERM (after the current step)."""
+
+    def __init__(self, time_limit_s=None):
+        self.deadline = time.time() + time_limit_s if time_limit_s else None
+        self.reason = None
+
     def request_stop(self, reason):
+        """Ask for a stop; it takes effect at the end of the current (or first) step."""
         self.reason = self.reason or reason
-        if self.model is not None:
-            self.model.stop_training = True
 
     def on_train_batch_end(self, batch, logs=None):
         if self.deadline and time.time() >= self.deadline:
             self.request_stop("time")
-
-    def __getattr__(self, name):  # the other Keras callback hooks are no-ops
-        if name.startswith("on_"):
-            return lambda *a, **k: None
-        raise AttributeError(name)
+        if self.reason:
+            self.model.stop_training = True
 
 
 def cmd_train(args):
@@ -267,17 +272,18 @@ def cmd_train(args):
     layers = args.layers or saved_layers or (
         "3+" if args.weights in ("coco", "imagenet") else "all")
     lr = args.lr if args.lr is not None else config.LEARNING_RATE
+    stop = StopControl(time_limit)
+    restore = install_signal_handlers(stop)
     config.display()
     print(f"Weights: {source}")
     print(f"Training layers {layers} at learning rate {lr} from epoch {model.epoch} to "
           f"{args.epochs}, {config.STEPS_PER_EPOCH} steps per epoch, {threads} threads")
-    print(f"Checkpoints go to {model.log_dir}")
-    os.makedirs(model.log_dir, exist_ok=True)
-    write_json(os.path.join(model.log_dir, "config.json"), dict(config.to_dict(), LAYERS=layers))
-    stop = StopControl(time_limit)
-    restore = install_signal_handlers(stop)
-    callbacks = [stop] + curves_callback(model)
+    print(f"Checkpoints go to {model.log_dir}", flush=True)
     try:
+        os.makedirs(model.log_dir, exist_ok=True)
+        write_json(os.path.join(model.log_dir, "config.json"),
+                   dict(config.to_dict(), LAYERS=layers))
+        callbacks = [stop] + curves_callback(model)
         model.train(train_set, val_set, learning_rate=lr, epochs=args.epochs, layers=layers,
                     augmentation=augmentation(args.augment), custom_callbacks=callbacks,
                     seed=args.seed)
@@ -318,13 +324,10 @@ def install_signal_handlers(stop):
 
 
 def curves_callback(model):
-    """A callback that redraws <log_dir>/curves.png after every epoch, when available."""
-    try:
-        from wbc.report import plot_loss_curves
-    except ImportError:
-        return []
+    """A callback that redraws <log_dir>/curves.png after every epoch."""
+    from wbc.report import plot_loss_curves
 
-    class Curves(StopControl):
+    class Curves(Callback):
         def on_epoch_end(self, epoch, logs=None):
             csv_path = os.path.join(model.log_dir, "losses.csv")
             if os.path.isfile(csv_path):

@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -92,6 +93,28 @@ def test_train_from_matterport_coco_weights(tmp_path, synth_data):
     (checkpoint,) = (tmp_path / "logs").glob("wbc*/mask_rcnn_wbc_0001.h5")
     with h5py.File(checkpoint, "r") as f:       # the frozen stem still holds COCO's values
         np.testing.assert_array_equal(f["conv1/conv1/kernel:0"][()], written["conv1"][0])
+
+
+def test_time_limit_and_sigterm_save_a_checkpoint_and_say_how_to_resume(tmp_path, synth_data):
+    common = [f"--dataset={synth_data}", "--weights=none", "--image-size=128", "--epochs=50",
+              "--steps-per-epoch=1000", "--validation-steps=1", "--augment=none"]
+    result = run("train", *common, "--time-limit=1s", f"--logs={tmp_path / 'a'}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Time limit reached" in result.stdout and "--weights=last" in result.stdout
+    assert list((tmp_path / "a").glob("wbc*/mask_rcnn_wbc_0001.h5"))
+
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.Popen([sys.executable, WBC, "train", *common, f"--logs={tmp_path / 'b'}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            stdin=subprocess.DEVNULL)
+    for line in proc.stdout:
+        if line.startswith("Checkpoints go to"):
+            break
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 143, out + err
+    assert "Interrupted (SIGTERM)" in out and "Resume with" in out
+    assert list((tmp_path / "b").glob("wbc*/mask_rcnn_wbc_0001.h5"))
 
 
 def test_import_lisc_then_check(tmp_path):
