@@ -22,6 +22,7 @@ import time
 
 from mrcnn.config import Config
 from wbc.dataset import CLASS_NAMES, WBCDataset  # noqa: F401  (part of WBC.py's API)
+from wbc.detect import write_json
 from wbc.errors import UserError
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -282,7 +283,7 @@ def cmd_train(args):
     try:
         os.makedirs(model.log_dir, exist_ok=True)
         write_json(os.path.join(model.log_dir, "config.json"),
-                   dict(config.to_dict(), LAYERS=layers))
+                   dict(config.to_dict(), LAYERS=layers), indent=1)
         callbacks = [stop] + curves_callback(model)
         model.train(train_set, val_set, learning_rate=lr, epochs=args.epochs, layers=layers,
                     augmentation=augmentation(args.augment), custom_callbacks=callbacks,
@@ -341,13 +342,6 @@ def print_data_summary(dataset_dir):
     print(format_check_report(report))
     if not report["usable"]:
         raise UserError(f"{dataset_dir}: no usable training images (see the problems above)")
-
-
-def write_json(path, data):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1, default=str)
-    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------- detect

@@ -15,7 +15,6 @@ import logging
 import os
 
 import numpy as np
-import tensorflow as tf
 
 from mrcnn import utils
 from mrcnn.backbone import compute_backbone_shapes
@@ -136,21 +135,6 @@ def build_training_sample(dataset, config, image_id, anchors, augmentation=None,
     gt_class_ids[:n], gt_boxes[:n], gt_masks[:, :, :n] = class_ids, boxes, masks
     return (mold_image(image, config), meta, rpn_match[:, None].astype(np.int32),
             rpn_bbox.astype(np.float32), gt_class_ids, gt_boxes, gt_masks)
-
-
-def sample_specs(config):
-    """tf.TensorSpec of each element of a training sample (module docstring)."""
-    h, w, c = (int(v) for v in config.IMAGE_SHAPE)
-    num_anchors = len(get_anchors_pixels(config, config.IMAGE_SHAPE))
-    mh, mw = config.MINI_MASK_SHAPE if config.USE_MINI_MASK else (h, w)
-    g = config.MAX_GT_INSTANCES
-    return (tf.TensorSpec([h, w, c], tf.float32),
-            tf.TensorSpec([config.IMAGE_META_SIZE], tf.float32),
-            tf.TensorSpec([num_anchors, 1], tf.int32),
-            tf.TensorSpec([config.RPN_TRAIN_ANCHORS_PER_IMAGE, 4], tf.float32),
-            tf.TensorSpec([g], tf.int32),
-            tf.TensorSpec([g, 4], tf.float32),
-            tf.TensorSpec([mh, mw, g], tf.bool))
 
 
 class TrainingInput:

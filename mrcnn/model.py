@@ -520,7 +520,7 @@ class MaskRCNN:
         boxes, class_ids, scores, masks = boxes[keep], class_ids[keep], scores[keep], masks[keep]
         full = [utils.unmold_mask(m, b, original_image_shape) for m, b in zip(masks, boxes)]
         full = (np.stack(full, axis=-1) if full
-                else np.empty(tuple(original_image_shape[:2]) + (0,)))
+                else np.zeros(tuple(original_image_shape[:2]) + (0,), bool))
         return boxes.astype(np.int32), class_ids, scores, full
 
     def _predict(self, molded, metas, anchors):
@@ -567,8 +567,8 @@ class MaskRCNN:
                             [shape] * len(molded_images), windows, verbose)
 
     def _detect(self, molded, metas, original_shapes, windows, verbose):
-        anchors = np.broadcast_to(self.get_anchors(molded[0].shape),
-                                  (len(molded),) + self.get_anchors(molded[0].shape).shape)
+        anchors = self.get_anchors(molded[0].shape)
+        anchors = np.broadcast_to(anchors, (len(molded),) + anchors.shape)
         if verbose:
             log("molded_images", molded)
             log("image_metas", metas)

@@ -44,10 +44,11 @@ def output_stem(path, taken):
     return os.path.basename(path).replace(".", "_") if taken.count(stem) > 1 else stem
 
 
-def _write_json(path, data):
+def write_json(path, data, indent=None):
+    """Write data as JSON atomically (temporary file + rename); non-JSON values as str."""
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-        json.dump(data, f)
+        json.dump(data, f, indent=indent, default=str)
     os.replace(tmp, path)
 
 
@@ -65,7 +66,7 @@ def _save_outputs(image, result, path, stem, out_dir, class_names):
     detections = to_coco_results([dict(result, image_id=0)])
     for d in detections:
         d.pop("image_id", None)
-    _write_json(os.path.join(out_dir, RECORDS, f"{stem}.json"), {
+    write_json(os.path.join(out_dir, RECORDS, f"{stem}.json"), {
         "file": os.path.abspath(path), "file_name": os.path.basename(path),
         "height": int(image.shape[0]), "width": int(image.shape[1]),
         "detections": detections, "counts": count_classes(result["class_ids"], class_names)})
@@ -138,7 +139,7 @@ def assemble_run_outputs(out_dir, stems, class_names):
                     + [f"{100 * counts[c] / total:.1f}" if total else "" for c in class_names])
         for c in class_names:
             totals[c] += counts[c]
-    _write_json(os.path.join(out_dir, "detections.json"), results)
+    write_json(os.path.join(out_dir, "detections.json"), results)
     tmp = os.path.join(out_dir, "counts.csv.tmp")
     with open(tmp, "w", newline="") as f:
         out = csv.writer(f)
