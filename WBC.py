@@ -15,6 +15,7 @@ reported as one line and exit code 2.
 import argparse
 import json
 import logging
+import math
 import os
 import re
 import sys
@@ -22,8 +23,8 @@ import time
 
 from mrcnn.config import Config
 from wbc.dataset import CLASS_NAMES, WBCDataset  # noqa: F401  (part of WBC.py's API)
-from wbc.detect import write_json
 from wbc.errors import UserError
+from wbc.files import is_disk_full, remove_stale_temp_files, write_error_message, write_json
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 # Matterport's COCO file, in the project root (WBC_COCO_WEIGHTS overrides, e.g. a shared copy).
@@ -61,7 +62,8 @@ SAVED_CONFIG_KEYS = ["LAYERS", "BACKBONE", "IMAGE_RESIZE_MODE", "IMAGE_MIN_DIM",
                      "NUM_CLASSES", "RPN_ANCHOR_SCALES", "RPN_ANCHOR_RATIOS", "TRAIN_BN",
                      "TOP_DOWN_PYRAMID_SIZE", "FPN_CLASSIF_FC_LAYERS_SIZE", "MEAN_PIXEL",
                      "POST_NMS_ROIS_INFERENCE", "DETECTION_MAX_INSTANCES",
-                     "DETECTION_MIN_CONFIDENCE", "DETECTION_NMS_THRESHOLD", "RPN_NMS_THRESHOLD"]
+                     "DETECTION_MIN_CONFIDENCE", "DETECTION_NMS_THRESHOLD", "RPN_NMS_THRESHOLD",
+                     "LEARNING_RATE"]
 
 
 def make_config(base=WBCConfig, **overrides):
@@ -99,8 +101,13 @@ def set_threads(threads):
     quiet_tensorflow()
     import tensorflow as tf
     threads = threads or os.cpu_count() or 1
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(min(threads, 2))
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(min(threads, 2))
+    except RuntimeError:
+        # TensorFlow already runs in this process (a command called in-process after others,
+        # as the demo and tests do): its thread pools are fixed; keep them.
+        threads = tf.config.threading.get_intra_op_parallelism_threads() or threads
     return threads
 
 
@@ -130,9 +137,9 @@ def image_size_config(size):
     return {"IMAGE_MIN_DIM": size, "IMAGE_MAX_DIM": size}
 
 
-def load_subset(dataset_dir, subset):
+def load_subset(dataset_dir, subset, exclude=()):
     data = WBCDataset()
-    data.load_wbc(dataset_dir, subset)
+    data.load_wbc(dataset_dir, subset, exclude=exclude)
     data.prepare()
     return data
 
@@ -250,8 +257,11 @@ class StopControl(Callback):
 
 
 def cmd_train(args):
+    time_limit = parse_duration(args.time_limit) if args.time_limit is not None else None
+    if time_limit is not None and time_limit <= 0:
+        raise UserError(f"--time-limit={args.time_limit}: must be more than 0 (e.g. 8h)")
     quiet_tensorflow()
-    time_limit = parse_duration(args.time_limit) if args.time_limit else None
+    check_layers_flag(args.layers)
     base = weights_config(args.weights, args.logs)
     saved_layers = base.pop("LAYERS", None)
     config = make_config(**{**base, **getattr(args, "overrides", {}),
@@ -259,8 +269,9 @@ def cmd_train(args):
                             "BACKBONE": args.backbone or base.get("BACKBONE"),
                             "STEPS_PER_EPOCH": args.steps_per_epoch,
                             "VALIDATION_STEPS": args.validation_steps})
-    train_set, val_set = load_subset(args.dataset, "train"), load_subset(args.dataset, "val")
-    print_data_summary(args.dataset)
+    broken = print_data_summary(args.dataset)
+    train_set = load_subset(args.dataset, "train", broken)
+    val_set = load_subset(args.dataset, "val", broken)
     threads = set_threads(args.threads)
     if args.seed is not None:
         import numpy as np
@@ -272,29 +283,35 @@ def cmd_train(args):
     source = resolve_weights(model, args.weights, args.logs, for_training=True)
     layers = args.layers or saved_layers or (
         "3+" if args.weights in ("coco", "imagenet") else "all")
+    check_layers_match(model, layers)
     lr = args.lr if args.lr is not None else config.LEARNING_RATE
+    stale = remove_stale_temp_files(model.log_dir)
     stop = StopControl(time_limit)
     restore = install_signal_handlers(stop)
     config.display()
     print(f"Weights: {source}")
     print(f"Training layers {layers} at learning rate {lr} from epoch {model.epoch} to "
           f"{args.epochs}, {config.STEPS_PER_EPOCH} steps per epoch, {threads} threads")
+    if stale:
+        print(f"Removed {len(stale)} temporary file(s) of an interrupted run: {', '.join(stale)}")
     print(f"Checkpoints go to {model.log_dir}", flush=True)
+    resume = (f"python3 WBC.py train --dataset={args.dataset} --weights=last "
+              f"--logs={args.logs} --epochs={args.epochs}")
     try:
         os.makedirs(model.log_dir, exist_ok=True)
         write_json(os.path.join(model.log_dir, "config.json"),
-                   dict(config.to_dict(), LAYERS=layers), indent=1)
+                   dict(config.to_dict(), LAYERS=layers, LEARNING_RATE=lr), indent=1)
         callbacks = [stop] + curves_callback(model)
         model.train(train_set, val_set, learning_rate=lr, epochs=args.epochs, layers=layers,
                     augmentation=augmentation(args.augment), custom_callbacks=callbacks,
                     seed=args.seed)
     except FloatingPointError as exc:
         raise UserError(f"training stopped: {exc}") from None
+    except OSError as exc:   # a full disk, a logs folder that cannot be written, ...
+        raise UserError(training_write_error(exc, args.logs, model.log_dir, resume)) from None
     finally:
         restore()
     last = find_last_checkpoint(args.logs)
-    resume = (f"python3 WBC.py train --dataset={args.dataset} --weights=last "
-              f"--logs={args.logs} --epochs={args.epochs}")
     if stop.reason == "time":
         print(f"Time limit reached: saved {last}. Resume with: {resume}")
         return 0
@@ -304,6 +321,43 @@ def cmd_train(args):
     print(f"Done: {last}")
     print(f"Next: python3 WBC.py evaluate --dataset={args.dataset} --weights={last}")
     return 0
+
+
+def training_write_error(exc, logs, log_dir, resume):
+    """One line for an OSError while training wrote its files: what failed, the last
+    complete checkpoint (intact) and how to resume."""
+    from mrcnn.weights import WeightsWriteError
+    folder = log_dir if os.path.isdir(log_dir) else logs
+    text = (f"training stopped: {exc}" if isinstance(exc, WeightsWriteError)
+            else write_error_message(exc, "training stopped", folder))
+    try:
+        last = find_last_checkpoint(logs)
+    except UserError:
+        return text + ". No checkpoint was written yet"
+    fix = "free some disk space" if is_disk_full(exc) else "fix that"
+    return f"{text}. The last complete checkpoint is {last} (intact); {fix}, then resume: {resume}"
+
+
+def check_layers_flag(layers):
+    """UserError for a --layers value that is neither a name nor a valid regex."""
+    if layers is None:
+        return
+    from mrcnn.model import LAYER_REGEX
+    try:
+        re.compile(LAYER_REGEX.get(layers, layers))
+    except re.error as exc:
+        raise UserError(f"--layers={layers}: not a valid regular expression ({exc}). Use "
+                        "heads, 3+, 4+, 5+, all or a regex over layer names") from None
+
+
+def check_layers_match(model, layers):
+    """UserError when --layers names no layer of the model (training would change nothing)."""
+    from mrcnn.model import LAYER_REGEX
+    regex = LAYER_REGEX.get(layers, layers)
+    if not any(re.fullmatch(regex, layer.name) for layer in model.get_trainable_layers()):
+        raise UserError(f"--layers={layers}: matches no layer of the {model.config.BACKBONE} "
+                        "model, so nothing would learn. Use heads, 3+, 4+, 5+, all or a regex "
+                        "over layer names (e.g. 'mrcnn_.*')")
 
 
 def install_signal_handlers(stop):
@@ -337,11 +391,22 @@ def curves_callback(model):
 
 
 def print_data_summary(dataset_dir):
+    """Check and print the dataset; returns the files found broken (left out of training).
+    UserError when train or val has no usable image/mask pair."""
     from wbc.dataset import check_dataset, format_check_report
     report = check_dataset(dataset_dir)
     print(format_check_report(report))
+    for p in report["problems"]:
+        if p["kind"] == "missing_folder":
+            raise UserError(f"{p['path']}: {p['message']}. {p['fix']}")
     if not report["usable"]:
         raise UserError(f"{dataset_dir}: no usable training images (see the problems above)")
+    if report["subsets"]["val"]["exists"] and not report["subsets"]["val"]["usable"]:
+        raise UserError(f"{os.path.join(dataset_dir, 'val')}: no usable image/mask pair with a "
+                        "cell to validate on (see the problems above). Move some pairs from "
+                        "train to val")
+    return {p["path"] for p in report["problems"] if p["severity"] == "error"
+            and p["kind"] in ("unreadable", "size_mismatch")}
 
 
 # ----------------------------------------------------------------------------- detect
@@ -363,10 +428,14 @@ def cmd_detect(args):
     if bool(args.image) == bool(args.images):
         raise UserError("detect needs exactly one of --image=FILE or --images=DIR")
     files = list_images(args.image, args.images)
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise UserError(f"--out={args.out}: is a file, not a folder. Give a folder for the "
+                        "results")
     model = None
     if plan_jobs(files, args.out)[1]:
         set_threads(args.threads)
-        model, source = inference_model(args.weights, args.logs, args.min_confidence)
+        model, source = inference_model(args.weights or "last", args.logs,
+                                        args.min_confidence)
         print(f"Weights: {source}")
     summary = detect_files(model, files, args.out, CLASS_NAMES)
     print(summary)
@@ -376,8 +445,12 @@ def cmd_detect(args):
 # ----------------------------------------------------------------------------- evaluate
 def cmd_evaluate(args):
     from wbc.detect import evaluate_dataset
+    if args.results and args.weights:
+        raise UserError(f"--results={args.results} scores a results file and "
+                        f"--weights={args.weights} a model: give only one of them")
+    weights = args.weights or "last"
     data = load_subset(args.dataset, args.subset)
-    stored = {} if args.results else weights_config(args.weights, args.logs)
+    stored = {} if args.results else weights_config(weights, args.logs)
     confidence = (args.min_confidence if args.min_confidence is not None else
                   stored.get("DETECTION_MIN_CONFIDENCE", WBCConfig.DETECTION_MIN_CONFIDENCE))
     meta = {"dataset": os.path.abspath(args.dataset), "subset": args.subset,
@@ -393,7 +466,7 @@ def cmd_evaluate(args):
     set_threads(args.threads)
     # Detections down to a low score, so that AP sees the whole precision-recall curve;
     # precision, recall, F1, confusion and counts use `confidence`.
-    model, source = inference_model(args.weights, args.logs, EVAL_MIN_SCORE)
+    model, source = inference_model(weights, args.logs, EVAL_MIN_SCORE)
     print(f"Weights: {source}")
     meta["model"] = source
     out = args.out or (os.path.splitext(source)[0] + f"_eval_{args.subset}"
@@ -433,8 +506,35 @@ def cmd_demo(args):
 
 
 # ----------------------------------------------------------------------------- CLI
+class Parser(argparse.ArgumentParser):
+    """argparse with the tool's error format: one line `error: ...` and exit code 2."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message}. See: python3 {self.prog} --help\n")
+
+
+def number(kind, low=None, high=None, low_open=False):
+    """An argparse type: int or float within [low, high] (low excluded with low_open)."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not {'a whole number' if kind is int else 'a number'}") from None
+        if kind is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        if low is not None and (value <= low if low_open else value < low):
+            bound = "more than" if low_open else "at least"
+            raise argparse.ArgumentTypeError(f"{text} must be {bound} {low}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"{text} must be at most {high}")
+        return value
+    parse.__name__ = kind.__name__
+    return parse
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="WBC.py", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="\n".join(__doc__.split("\n")[2:]))
@@ -447,52 +547,56 @@ def build_parser():
         p.set_defaults(func=func)
         return p
 
-    def model_flags(p, weights_default):
-        p.add_argument("--weights", default=weights_default,
-                       help=f"last|PATH (default {weights_default}); last = newest checkpoint "
-                            "under --logs")
+    def model_flags(p):
+        p.add_argument("--weights", default=None,
+                       help="last|PATH (default last = newest checkpoint under --logs)")
         p.add_argument("--logs", default=DEFAULT_LOGS, help="training runs folder (default logs)")
-        p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
+        p.add_argument("--threads", type=number(int, 1), default=None,
+                       help="CPU threads (default: all)")
 
     p = add("train", cmd_train, "python3 WBC.py train --dataset=WBC --weights=coco --epochs=30",
             "train on DATASET/train, validate on DATASET/val; checkpoints in --logs")
     p.add_argument("--dataset", required=True, help="folder with train/ and val/")
     p.add_argument("--weights", default="none", help="coco|imagenet|last|none|PATH (default none)")
     p.add_argument("--logs", default=DEFAULT_LOGS, help="where runs are written (default logs)")
-    p.add_argument("--epochs", type=int, default=75, help="train up to this epoch (default 75)")
-    p.add_argument("--steps-per-epoch", type=int, default=None)
-    p.add_argument("--validation-steps", type=int, default=None,
+    p.add_argument("--epochs", type=number(int, 1), default=75,
+                   help="train up to this epoch (default 75)")
+    p.add_argument("--steps-per-epoch", type=number(int, 1), default=None)
+    p.add_argument("--validation-steps", type=number(int, 1), default=None,
                    help="validation batches per epoch (default 10)")
     p.add_argument("--layers", default=None,
                    help="heads|3+|4+|5+|all|REGEX (default: 3+ from coco/imagenet, the run's "
                         "own on resume, else all)")
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default 0.001)")
-    p.add_argument("--image-size", type=int, default=None, help="square side, multiple of 64")
+    p.add_argument("--lr", type=number(float, 0, low_open=True), default=None,
+                   help="learning rate (default 0.001, or the run's own on resume)")
+    p.add_argument("--image-size", type=number(int), default=None,
+                   help="square side, multiple of 64")
     p.add_argument("--backbone", choices=["resnet50", "resnet101", "small"], default=None,
                    help="default resnet50; small: a tiny net for quick trials (no pretrained "
                         "weights)")
     p.add_argument("--augment", choices=["none", "default", "strong"], default="default")
     p.add_argument("--time-limit", default=None, help="e.g. 8h: save and stop cleanly then")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
+    p.add_argument("--seed", type=number(int, 0), default=None)
+    p.add_argument("--threads", type=number(int, 1), default=None,
+                   help="CPU threads (default: all)")
 
     p = add("evaluate", cmd_evaluate, "python3 WBC.py evaluate --dataset=WBC --weights=last",
             "score a model (or a detect results JSON) on DATASET/SUBSET")
     p.add_argument("--dataset", required=True)
     p.add_argument("--subset", default="val")
-    model_flags(p, "last")
+    model_flags(p)
     p.add_argument("--results", default=None, help="score this COCO-results JSON instead")
     p.add_argument("--out", default=None, help="report folder (default: beside the weights)")
-    p.add_argument("--min-confidence", type=float, default=None)
+    p.add_argument("--min-confidence", type=number(float, 0, 1), default=None)
 
     p = add("detect", cmd_detect, "python3 WBC.py detect --images=smears/ --out=results/run1",
             "outline and name the white cells of images", aliases=["predict"])
     p.add_argument("--image", default=None, help="one image file")
     p.add_argument("--images", default=None, help="a folder of images")
-    model_flags(p, "last")
+    model_flags(p)
     p.add_argument("--out", default=os.path.join("results", "detect"),
                    help="output folder (default results/detect)")
-    p.add_argument("--min-confidence", type=float, default=None)
+    p.add_argument("--min-confidence", type=number(float, 0, 1), default=None)
 
     p = add("check", cmd_check, "python3 WBC.py check --dataset=WBC",
             "validate a dataset folder and say what is wrong; exit 0 if usable, 2 if not")
@@ -503,21 +607,22 @@ def build_parser():
             "convert the LISC archive into the dataset layout with a train/val split")
     p.add_argument("--source", required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--val-fraction", type=float, default=0.2)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-fraction", type=number(float), default=0.2)
+    p.add_argument("--seed", type=number(int, 0), default=0)
 
     p = add("synth", cmd_synth, "python3 WBC.py synth --out=WBC-synth --images=200",
             "draw synthetic blood smears in the dataset layout")
     p.add_argument("--out", required=True)
-    p.add_argument("--images", type=int, default=100)
-    p.add_argument("--size", type=int, default=512)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--images", type=number(int), default=100)
+    p.add_argument("--size", type=number(int), default=512)
+    p.add_argument("--seed", type=number(int, 0), default=0)
 
     p = add("demo", cmd_demo, "python3 WBC.py demo",
             "synthesise a small set, train a small model for a few minutes, evaluate, detect")
     p.add_argument("--out", default="demo", help="demo folder (default demo/)")
-    p.add_argument("--minutes", type=float, default=7.0, help="training time (default 7)")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--minutes", type=number(float, 0, low_open=True), default=7.0,
+                   help="training time (default 7)")
+    p.add_argument("--threads", type=number(int, 1), default=None)
     return parser
 
 
@@ -532,6 +637,12 @@ def main(argv=None):
         return args.func(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        print(f"error: {write_error_message(exc, args.command, os.getcwd())}. Free some disk "
+              "space and run the command again", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

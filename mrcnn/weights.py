@@ -7,8 +7,14 @@ Layout (what Keras 2's `save_weights` wrote and what we write):
   /<layer>/<weight_name>   one dataset per weight (the "/" nests: res2a/res2a/kernel:0)
   /rpn_model/rpn_conv_shared/kernel:0 ...  the nested RPN model's weights
 A full-model file keeps the same tree under /model_weights.
+
+Only numeric datasets and string attributes are read: no pickle, no model config, no Lambda
+bytecode, so loading a file never runs code from it. Files are written to a temporary name
+and renamed, so a crash or a full disk never leaves a half file under the final name.
 """
+import errno
 import os
+import shutil
 import tempfile
 
 import h5py
@@ -22,6 +28,15 @@ COCO_FILE_BYTES = 257_557_808  # size of Matterport's mask_rcnn_coco.h5 release 
 
 class WeightsFileError(ValueError):
     """A weight file that cannot be read or does not fit the model; the message says why."""
+
+
+class WeightsWriteError(OSError):
+    """A weights file could not be written (disk full, no permission, ...). Nothing was
+    written under its name: an earlier file at that path is unchanged. errno is ENOSPC when
+    the disk is full."""
+
+    def __str__(self):
+        return self.strerror or super().__str__()
 
 
 def _ordered_variables(layer):
@@ -91,10 +106,22 @@ def read_weight_file(path):
                 g = group[name]
                 weight_names = _decode(g.attrs.get("weight_names", []))
                 if weight_names:
-                    layers[name] = [(w, np.asarray(g[w])) for w in weight_names]
+                    layers[name] = [(w, _numeric(g[w], path, name, w)) for w in weight_names]
             return layers
-        except (OSError, KeyError) as exc:
+        except (OSError, KeyError, ValueError, TypeError, AttributeError) as exc:
+            if isinstance(exc, WeightsFileError):
+                raise
             raise WeightsFileError(f"{path}: damaged weights file ({exc})") from None
+
+
+def _numeric(dataset, path, layer, weight):
+    """A dataset's values as a numeric array; WeightsFileError for anything else (strings,
+    opaque bytes, compound or object types are not weights)."""
+    if not isinstance(dataset, h5py.Dataset) or dataset.dtype.kind not in "fiub":
+        kind = getattr(getattr(dataset, "dtype", None), "kind", type(dataset).__name__)
+        raise WeightsFileError(f"{path}: layer '{layer}' weight {weight} is not numeric data "
+                               f"({kind}); not a weights file of this tool or Matterport's")
+    return np.asarray(dataset[()])
 
 
 def load_weights_into(keras_model, path, by_name=True, exclude=()):
@@ -116,6 +143,11 @@ def load_weights_into(keras_model, path, by_name=True, exclude=()):
             raise WeightsFileError(
                 f"{path} does not hold this model's layers (in file only: {extra[:5]}, "
                 f"in model only: {absent[:5]}); use by_name=True with exclude=[...]")
+    if by_name and model_names and not set(file_layers) & model_names:
+        examples = "".join(f", {n}" for n in sorted(file_layers)[:3])
+        raise WeightsFileError(
+            f"{path}: holds none of this model's layers ({len(file_layers)} weighted layers in "
+            f"the file{examples}); it is not a weights file of this model")
     assignments = []
     for name, pairs in model_layers:
         if name not in file_layers:
@@ -142,13 +174,51 @@ def _bytes_array(names):
     return np.array([n.encode("utf8") for n in names], dtype=f"S{max([len(n) for n in names] + [1])}")
 
 
+def _fsync_folder(folder):
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _disk_full(exc):
+    """HDF5 reports a full disk in its message text only (no errno on the exception)."""
+    return (getattr(exc, "errno", None) in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+            or "No space left on device" in str(exc) or "Disk quota exceeded" in str(exc))
+
+
+def _write_error(exc, path, folder, nbytes):
+    if _disk_full(exc):
+        try:
+            free = f"{shutil.disk_usage(folder).free / 1e6:,.0f} MB free, "
+        except OSError:
+            free = ""
+        reason, code = (f"the disk is full: {free}the file needs about {nbytes / 1e6:,.0f} MB",
+                        errno.ENOSPC)
+    else:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        reason, code = getattr(exc, "strerror", None) or first, getattr(exc, "errno", None)
+    return WeightsWriteError(code or errno.EIO, f"{path}: could not write the weights file "
+                             f"({reason}); nothing was written under that name")
+
+
 def save_weights(keras_model, path):
-    """Write the model's weights in Keras-2 layout, atomically (temp file + rename)."""
+    """Write the model's weights in Keras-2 layout, atomically: a temporary file in the same
+    folder, fsync, rename, fsync of the folder. On failure the temporary file is removed, an
+    earlier file at `path` is unchanged and WeightsWriteError says why (disk full: ENOSPC)."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".h5", dir=folder)
-    os.close(fd)
+    nbytes = sum(int(np.prod(v.shape)) * 4 for v in keras_model.weights)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".h5", dir=folder)
+        os.close(fd)
         weighted = dict(model_weight_map(keras_model))
         with h5py.File(tmp, "w") as f:
             names = [layer.name for layer in keras_model.layers]
@@ -165,7 +235,10 @@ def save_weights(keras_model, path):
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as exc:
+        if tmp and os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(exc, OSError) and not isinstance(exc, WeightsWriteError):
+            raise _write_error(exc, path, folder, nbytes) from exc
         raise
+    _fsync_folder(folder)

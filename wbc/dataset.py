@@ -404,6 +404,11 @@ def scan_dataset(root, subset):
     """
     root = os.fspath(root)
     problems = []
+    if os.path.exists(root) and not os.path.isdir(root):
+        problems.append(_problem(
+            "error", "missing_folder", root, "is a file, not a dataset folder",
+            "Pass the folder that holds train/ and val/ as --dataset"))
+        return [], problems
     if not os.path.isdir(root):
         problems.append(_problem(
             "error", "missing_folder", root, "dataset folder not found",
@@ -511,15 +516,20 @@ class WBCDataset(utils.Dataset):
         masks, class_ids = dataset.load_mask(i)  # bool [H, W, N], int32 [N]
     """
 
-    def load_wbc(self, dataset_dir, subset):
+    def load_wbc(self, dataset_dir, subset, exclude=()):
         """Register the 5 classes and every usable image/mask pair of <dataset_dir>/<subset>.
 
+        exclude: paths of files known to be broken (e.g. the error paths of
+        :func:`check_dataset`); a pair whose image or mask is among them is left out.
         Raises UserError when a folder is missing or no pair is usable. Skipped files are
         logged as warnings, one summary line per kind of problem.
         """
         for class_id, name in enumerate(CLASS_NAMES, start=1):
             self.add_class(SOURCE, class_id, name)
         entries, problems = scan_dataset(dataset_dir, subset)
+        exclude = {os.path.abspath(p) for p in exclude}
+        entries = [e for e in entries if os.path.abspath(e["image"]) not in exclude
+                   and os.path.abspath(e["mask"]) not in exclude]
         for p in problems:
             if p["kind"] == "missing_folder":
                 raise _fail(p["path"], p["message"], p["fix"])

@@ -5,7 +5,10 @@ Per image, detect writes `<stem>_overlay.png` (outlines, class names, scores) an
 `<stem>_labels.png` (uint16 instance labels, 0 = background) into --out, then a small record
 `.records/<stem>.json`; an image whose record exists is done and skipped on a rerun, so a
 killed run resumes where it stopped. The run's `detections.json` (COCO results) and
-`counts.csv` are rebuilt from all records at the end of every run.
+`counts.csv` are rebuilt from all records at the end of every run. Every file is written to a
+temporary name and renamed; temporary files of a killed run are removed by the next run, and
+a record that cannot be read counts as not done. A full disk stops the run with one line
+(finished images stay done).
 """
 import concurrent.futures
 import csv
@@ -18,6 +21,8 @@ import numpy as np
 
 from wbc.dataset import read_image
 from wbc.errors import UserError
+from wbc.files import fsync_folder, remove_stale_temp_files, write_error_message
+from wbc.files import write_json  # noqa: F401  (re-exported: WBC.py and old callers use it)
 
 IMAGE_EXTENSIONS = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
 RECORDS = ".records"
@@ -44,14 +49,6 @@ def output_stem(path, taken):
     return os.path.basename(path).replace(".", "_") if taken.count(stem) > 1 else stem
 
 
-def write_json(path, data, indent=None):
-    """Write data as JSON atomically (temporary file + rename); non-JSON values as str."""
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=indent, default=str)
-    os.replace(tmp, path)
-
-
 def count_classes(class_ids, class_names):
     return {name: int(np.sum(np.asarray(class_ids) == i + 1)) for i, name in enumerate(class_names)}
 
@@ -72,20 +69,49 @@ def _save_outputs(image, result, path, stem, out_dir, class_names):
         "detections": detections, "counts": count_classes(result["class_ids"], class_names)})
 
 
+def read_record(out_dir, stem):
+    """The record of a finished image, or None if there is none or it cannot be read."""
+    try:
+        with open(os.path.join(out_dir, RECORDS, f"{stem}.json")) as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return None
+    keys = {"file_name", "detections", "counts"}
+    return record if isinstance(record, dict) and keys <= set(record) else None
+
+
 def plan_jobs(files, out_dir):
     """(all jobs, jobs not done yet in out_dir) as lists of (path, output stem)."""
     stems = [os.path.splitext(os.path.basename(f))[0] for f in files]
     jobs = [(f, output_stem(f, stems)) for f in files]
-    todo = [(f, s) for f, s in jobs
-            if not os.path.isfile(os.path.join(out_dir, RECORDS, f"{s}.json"))]
+    todo = [(f, s) for f, s in jobs if read_record(out_dir, s) is None]
     return jobs, todo
+
+
+def prepare_out_dir(out_dir):
+    """Create out_dir/.records and remove the temporary files of a killed run."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise UserError(f"--out={out_dir}: is a file, not a folder. Give a folder for the "
+                        "results")
+    try:
+        os.makedirs(os.path.join(out_dir, RECORDS), exist_ok=True)
+    except OSError as exc:
+        raise UserError(write_error_message(exc, f"--out={out_dir}", out_dir)) from None
+    remove_stale_temp_files(out_dir)
+    remove_stale_temp_files(os.path.join(out_dir, RECORDS))
+
+
+def _raise_write_error(exc, out_dir):
+    raise UserError(write_error_message(exc, "detect stopped", out_dir) + ". Images finished "
+                    "so far are kept; free some space and run the same command again to "
+                    "continue") from None
 
 
 def detect_files(model, files, out_dir, class_names, progress=True):
     """Detect on every file not done yet in out_dir; returns a one-line summary.
     `model` may be None when nothing is left to do."""
     from tqdm import tqdm
-    os.makedirs(os.path.join(out_dir, RECORDS), exist_ok=True)
+    prepare_out_dir(out_dir)
     jobs, todo = plan_jobs(files, out_dir)
     skipped = len(jobs) - len(todo)
     if skipped:
@@ -93,9 +119,11 @@ def detect_files(model, files, out_dir, class_names, progress=True):
     failed, started = [], time.time()
     with concurrent.futures.ThreadPoolExecutor(2, "wbc-io") as pool:
         reads = [pool.submit(read_image, f) for f, _ in todo[:2]]
-        writes = []
+        writes, write_failed = [], []
         for i, (path, stem) in enumerate(tqdm(todo, desc="detect", unit="image",
                                               disable=not progress, file=sys.stderr)):
+            if write_failed:        # a failed write (a full disk) stops the run; raised below
+                break
             if i + 2 < len(todo):   # decode two images ahead of the model
                 reads.append(pool.submit(read_image, todo[i + 2][0]))
             try:
@@ -106,15 +134,22 @@ def detect_files(model, files, out_dir, class_names, progress=True):
             result = model.detect([image])[0]
             writes.append(pool.submit(_save_outputs, image, result, path, stem, out_dir,
                                       class_names))
+            writes[-1].add_done_callback(lambda f: f.exception() and write_failed.append(f))
             reads[i] = None
         for w in writes:
-            w.result()
+            try:
+                w.result()
+            except OSError as exc:
+                _raise_write_error(exc, out_dir)
     elapsed = time.time() - started
     for message in failed[:5]:
         print(f"warning: skipped {message}", file=sys.stderr)
     if len(failed) > 5:
         print(f"warning: {len(failed) - 5} more unreadable images skipped", file=sys.stderr)
-    totals = assemble_run_outputs(out_dir, [s for _, s in jobs], class_names)
+    try:
+        totals = assemble_run_outputs(out_dir, [s for _, s in jobs], class_names)
+    except OSError as exc:
+        _raise_write_error(exc, out_dir)
     rate = (len(todo) - len(failed)) / elapsed * 3600 if todo and elapsed > 0 else 0
     cells = ", ".join(f"{n} {k}" for k, n in totals.items() if n)
     return (f"{len(jobs) - len(failed)} images, {sum(totals.values())} cells ({cells or 'none'})"
@@ -126,11 +161,9 @@ def assemble_run_outputs(out_dir, stems, class_names):
     results, rows = [], []
     totals = dict.fromkeys(class_names, 0)
     for image_id, stem in enumerate(stems):
-        path = os.path.join(out_dir, RECORDS, f"{stem}.json")
-        if not os.path.isfile(path):
+        record = read_record(out_dir, stem)
+        if record is None:
             continue
-        with open(path) as f:
-            record = json.load(f)
         for d in record["detections"]:
             results.append(dict(d, image_id=image_id, file_name=record["file_name"]))
         counts = record["counts"]
@@ -141,11 +174,19 @@ def assemble_run_outputs(out_dir, stems, class_names):
             totals[c] += counts[c]
     write_json(os.path.join(out_dir, "detections.json"), results)
     tmp = os.path.join(out_dir, "counts.csv.tmp")
-    with open(tmp, "w", newline="") as f:
-        out = csv.writer(f)
-        out.writerow(["image", "cells"] + class_names + [f"{c} %" for c in class_names])
-        out.writerows(rows)
-    os.replace(tmp, os.path.join(out_dir, "counts.csv"))
+    try:
+        with open(tmp, "w", newline="") as f:
+            out = csv.writer(f)
+            out.writerow(["image", "cells"] + class_names + [f"{c} %" for c in class_names])
+            out.writerows(rows)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, os.path.join(out_dir, "counts.csv"))
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    fsync_folder(out_dir)
     return totals
 
 
