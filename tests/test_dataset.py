@@ -665,7 +665,7 @@ def test_real_data_one_cell_per_image_of_the_folder_class():
 
 # ---------------------------------------------------------------- properties
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(h=st.integers(1, 14), w=st.integers(1, 14), density=st.floats(0, 1),
        seed=st.integers(0, 2 ** 32 - 1), min_area=st.one_of(st.none(), st.integers(1, 12)),
        offset=st.sampled_from([(0, 0), (8, 8), (0, 8), (1, 1), (-8, -8), (3, 0)]))
@@ -693,7 +693,7 @@ def test_property_mask_to_instances(h, w, density, seed, min_area, offset):
 _MODES = ["L", "RGB", "RGBA", "LA", "P", "1", "I;16"]
 
 
-@settings(max_examples=200, deadline=None,
+@settings(max_examples=400, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(mode=st.sampled_from(_MODES), fmt=st.sampled_from(["PNG", "BMP", "TIFF"]),
        h=st.integers(1, 9), w=st.integers(1, 9), seed=st.integers(0, 2 ** 32 - 1),
@@ -734,7 +734,7 @@ _file = st.tuples(st.sampled_from(_FOLDERS), st.sampled_from(["1", "2", "10", "a
                                    ".txt", ""]))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(images=st.sets(_file, max_size=14), masks=st.sets(_file, max_size=14),
        hidden=st.booleans())
 def test_property_scan_never_pairs_wrongly(images, masks, hidden):
@@ -777,3 +777,60 @@ def test_property_scan_never_pairs_wrongly(images, masks, hidden):
                       for f, s, e in msks.get(key, [])}
             assert paths & reported, key
     assert not any(os.path.basename(p).startswith(".") for p in reported)
+
+
+_CELL_SPOTS = [(2, 2), (2, 16), (16, 2)]          # 6x6 cells: 36 px, above the 30 px minimum
+
+
+@settings(max_examples=200, deadline=None)
+@given(files=st.lists(st.tuples(st.sampled_from(_FOLDERS[:7]),
+                                st.sampled_from(["1", "2", "10", "a", "A"]),
+                                st.sampled_from([".png", ".bmp", ".tif"]),
+                                st.sampled_from([".png", ".bmp", ".tif", None]),
+                                st.integers(0, 3)), max_size=8))
+def test_property_decoded_pairs_belong_together(files):
+    """Each image is written in a colour of its own and its mask with a number of cells
+    chosen per file: what WBCDataset decodes for a pair must be that image with the mask of
+    the same class folder and stem (its cells, its class), and exactly the unambiguous pairs
+    are loaded."""
+    with tempfile.TemporaryDirectory() as top:
+        colour_of, cells_of = {}, {}      # final content of every file written
+        for k, (folder, stem, img_ext, mask_ext, cells) in enumerate(files):
+            path = save(os.path.join(top, "train", "image", folder, stem + img_ext),
+                        np.full((32, 32, 3), (10 + 7 * k, 200 - 5 * k, 99), np.uint8))
+            colour_of[path] = (10 + 7 * k, 200 - 5 * k, 99)
+            if mask_ext:
+                mask = np.zeros((32, 32), np.uint8)
+                for y, x in _CELL_SPOTS[:cells]:
+                    mask[y:y + 6, x:x + 6] = 255
+                cells_of[save(os.path.join(top, "train", "mask", folder, stem + mask_ext),
+                              mask)] = cells
+
+        def key(path):
+            return (match_class(os.path.basename(os.path.dirname(path))),
+                    os.path.splitext(os.path.basename(path))[0])
+        images, masks = {}, {}
+        for path in colour_of:
+            images.setdefault(key(path), []).append(path)
+        for path in cells_of:
+            masks.setdefault(key(path), []).append(path)
+        expected = {k for k, paths in images.items()
+                    if len(paths) == 1 and len(masks.get(k, [])) == 1}
+        ds = WBCDataset()
+        try:
+            ds.load_wbc(top, "train")
+        except UserError as err:
+            assert not expected and "train" in str(err)
+            return
+        ds.prepare()
+        got = set()
+        for i in ds.image_ids:
+            info = ds.image_info[i]
+            got.add((info["class_name"], info["stem"]))
+            assert key(info["path"]) == key(info["mask_path"]) == (info["class_name"],
+                                                                   info["stem"])
+            assert (ds.load_image(i) == np.array(colour_of[info["path"]], np.uint8)).all()
+            masks_i, ids = ds.load_mask(i)
+            assert masks_i.shape == (32, 32, cells_of[info["mask_path"]])
+            assert list(ids) == [ds.class_names.index(info["class_name"])] * masks_i.shape[-1]
+        assert got == expected
