@@ -399,9 +399,9 @@ def print_data_summary(dataset_dir):
     for p in report["problems"]:
         if p["kind"] == "missing_folder":
             raise UserError(f"{p['path']}: {p['message']}. {p['fix']}")
-    if not report["usable"]:
+    if not report["subsets"]["train"]["usable"]:
         raise UserError(f"{dataset_dir}: no usable training images (see the problems above)")
-    if report["subsets"]["val"]["exists"] and not report["subsets"]["val"]["usable"]:
+    if not report["usable"]:
         raise UserError(f"{os.path.join(dataset_dir, 'val')}: no usable image/mask pair with a "
                         "cell to validate on (see the problems above). Move some pairs from "
                         "train to val")

@@ -13,7 +13,6 @@ import marshal
 import os
 import pickle
 import struct
-import zipfile
 import zlib
 
 import h5py
@@ -72,7 +71,8 @@ def png16_rgb(path, array):
     h, w, _ = array.shape
     raw = b"".join(b"\x00" + array[y].astype(">u2").tobytes() for y in range(h))
     with open(path, "wb") as f:
-        f.write(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+        header = struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)
+        f.write(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header)
                 + _chunk(b"IDAT", zlib.compress(raw)) + _chunk(b"IEND", b""))
     return str(path)
 

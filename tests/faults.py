@@ -121,7 +121,8 @@ def read_event_file(path):
     while i < len(data):
         if len(data) - i < 12:
             break                                     # cut inside the header: the tail
-        (length,), (crc,) = struct.unpack("<Q", data[i:i + 8]), struct.unpack("<I", data[i + 8:i + 12])
+        (length,) = struct.unpack("<Q", data[i:i + 8])
+        (crc,) = struct.unpack("<I", data[i + 8:i + 12])
         assert masked_crc32c(data[i:i + 8]) == crc, f"{path}: bad length CRC at {i}"
         if len(data) - i < 16 + length:
             break                                     # cut inside the last record

@@ -154,7 +154,8 @@ def _image_without_mask(root):
 
 def _mask_without_image(root):
     base_dataset(root)
-    save(os.path.join(root, "train", "mask", "Neutrophil", "orphan.png"), np.zeros((H, W), np.uint8))
+    save(os.path.join(root, "train", "mask", "Neutrophil", "orphan.png"),
+         np.zeros((H, W), np.uint8))
 
 
 def _duplicate_stem(root):
@@ -240,7 +241,7 @@ DATASET_CASES = [
     ("dataset-is-train-folder", _points_at_train, 2, {"missing_folder"}, None,
      ["train folder not found"]),
     ("no-train-folder", _only_val, 2, {"missing_folder"}, None, ["train folder not found"]),
-    ("no-val-folder", _only_train, 0, {"missing_folder"}, None, ["val folder not found"]),
+    ("no-val-folder", _only_train, 2, {"missing_folder"}, None, ["val folder not found"]),
     ("no-mask-folder", _no_mask_folder, 2, {"missing_folder"}, None, ["mask folder not found"]),
     ("case-and-plural-folders", _variants, 0, (), {"Neutrophil/a"}, None),
     ("lisc-short-class-names", _lisc_names, 0, (),
@@ -260,7 +261,7 @@ DATASET_CASES = [
     ("jpeg-mask", _jpeg_mask, 0, {"unsupported_file"}, BASE, None),
     ("no-train-mask-holds-a-cell", _all_masks_empty, 2, {"no_cell"}, None,
      ["no usable training images"]),
-    ("no-val-mask-holds-a-cell", _val_masks_empty, 0, {"no_cell"}, None,
+    ("no-val-mask-holds-a-cell", _val_masks_empty, 2, {"no_cell"}, None,
      ["no usable image/mask pair with a cell to validate on"]),
     ("images-of-mixed-sizes", _mixed_sizes, 0, (), BASE | {"Monocyte/big", "Monocyte/small"},
      None),
@@ -301,7 +302,8 @@ def _cut(ext, fraction):
             {"quality": 90} if ext == ".jpg" else {}))
         data = open(good, "rb").read()
         os.remove(good)
-        return badfiles.file_with(os.path.join(folder, "odd" + ext), data[:int(len(data) * fraction)])
+        return badfiles.file_with(os.path.join(folder, "odd" + ext),
+                                  data[:int(len(data) * fraction)])
     return write
 
 

@@ -584,10 +584,11 @@ class WBCDataset(utils.Dataset):
 def check_dataset(root):
     """Decode and check every pair of <root>/train and <root>/val (for ``WBC.py check``).
 
-    Returns {"root", "usable" (train has at least one pair that decodes and holds a
-    cell), "subsets": {subset: {"exists", "pairs", "usable", "images": {class: n},
-    "cells": {class: n}, "min_size": [h, w] | None, "max_size": [h, w] | None}},
-    "problems": [problem dicts with "subset"], "errors": n, "warnings": n}.
+    Returns {"root", "usable" (train and val each have at least one pair that decodes
+    and holds a cell: what `train` needs), "subsets": {subset: {"exists", "pairs",
+    "usable", "images": {class: n}, "cells": {class: n}, "min_size": [h, w] | None,
+    "max_size": [h, w] | None}}, "problems": [problem dicts with "subset"], "errors": n,
+    "warnings": n}.
     images counts pairs that decode; min/max sizes are element-wise over them.
     """
     root = os.fspath(root)
@@ -647,8 +648,8 @@ def check_dataset(root):
         report["problems"].extend(problems)
         report["subsets"][subset] = stats
     train = report["subsets"]["train"]
-    report["usable"] = train["usable"] > 0
     val = report["subsets"]["val"]
+    report["usable"] = train["usable"] > 0 and val["usable"] > 0
     if train["usable"]:
         for cls in CLASS_NAMES:
             if train["cells"][cls] == 0:
@@ -673,8 +674,10 @@ def format_check_report(report):
     subset and class, image sizes, then every problem with its file and fix."""
     names = CLASS_NAMES + ["Total"]
     width = max(len(n) for n in names) + 1
+    unusable = [s for s in SUBSETS if not report["subsets"].get(s, {}).get("usable")]
     lines = ["Dataset {}: {}".format(report["root"], "usable" if report["usable"] else
-                                     "NOT usable (train has no usable image/mask pair)"),
+                                     "NOT usable ({} has no usable image/mask pair)".format(
+                                         " and ".join(unusable))),
              "",
              "{:<14}".format("images/cells") + "".join("{:>{}}".format(n, width + 2)
                                                       for n in names)]
