@@ -39,6 +39,8 @@ class WBCConfig(Config):
     NAME = "WBC"
     NUM_CLASSES = 1 + 5
     BACKBONE = "resnet50"
+    PYRAMID_MIN_LEVEL = 3       # cells are 60-200 px: P2 and 32 px anchors only cost time
+    CLASS_BALANCE = 0.0         # draw images by (class count) ** -CLASS_BALANCE; 0 = uniform
     IMAGES_PER_GPU = 1
     IMAGE_RESIZE_MODE = "square"
     IMAGE_MIN_DIM = 512
@@ -57,8 +59,12 @@ class WBCConfig(Config):
     LEARNING_RATE = 0.001
 
 
+PYRAMID_LEVELS = {"p2": 2, "p3": 3}     # --pyramid -> PYRAMID_MIN_LEVEL
+
 # Config attributes saved with a run (config.json) and restored when its weights are used.
-SAVED_CONFIG_KEYS = ["LAYERS", "BACKBONE", "IMAGE_RESIZE_MODE", "IMAGE_MIN_DIM", "IMAGE_MAX_DIM",
+SAVED_CONFIG_KEYS = ["LAYERS", "BACKBONE", "PYRAMID_MIN_LEVEL", "LEARNING_RATE_SCHEDULE",
+                     "LEARNING_RATE_WARMUP_STEPS", "CLASS_BALANCE", "IMAGE_RESIZE_MODE",
+                     "IMAGE_MIN_DIM", "IMAGE_MAX_DIM",
                      "NUM_CLASSES", "RPN_ANCHOR_SCALES", "RPN_ANCHOR_RATIOS", "TRAIN_BN",
                      "TOP_DOWN_PYRAMID_SIZE", "FPN_CLASSIF_FC_LAYERS_SIZE", "MEAN_PIXEL",
                      "POST_NMS_ROIS_INFERENCE", "DETECTION_MAX_INSTANCES",
@@ -142,6 +148,16 @@ def load_subset(dataset_dir, subset, exclude=()):
     data.load_wbc(dataset_dir, subset, exclude=exclude)
     data.prepare()
     return data
+
+
+def class_balance_weights(dataset, power):
+    """Per-image sampling weights (count of the image's class) ** -power, or None for 0:
+    0.5 draws a class of n images in proportion to sqrt(n) instead of n."""
+    if not power:
+        return None
+    names = [info["class_name"] for info in dataset.image_info]
+    counts = {name: names.count(name) for name in set(names)}
+    return [counts[name] ** -float(power) for name in names]
 
 
 def augmentation(kind):
@@ -267,6 +283,11 @@ def cmd_train(args):
     config = make_config(**{**base, **getattr(args, "overrides", {}),
                             **image_size_config(args.image_size),
                             "BACKBONE": args.backbone or base.get("BACKBONE"),
+                            "PYRAMID_MIN_LEVEL": PYRAMID_LEVELS.get(args.pyramid),
+                            "COMPUTE_DTYPE": args.precision,
+                            "CLASS_BALANCE": args.class_balance,
+                            "LEARNING_RATE_SCHEDULE": args.lr_schedule,
+                            "LEARNING_RATE_WARMUP_STEPS": args.warmup,
                             "STEPS_PER_EPOCH": args.steps_per_epoch,
                             "VALIDATION_STEPS": args.validation_steps})
     broken = print_data_summary(args.dataset)
@@ -304,7 +325,8 @@ def cmd_train(args):
         callbacks = [stop] + curves_callback(model)
         model.train(train_set, val_set, learning_rate=lr, epochs=args.epochs, layers=layers,
                     augmentation=augmentation(args.augment), custom_callbacks=callbacks,
-                    seed=args.seed)
+                    seed=args.seed,
+                    sample_weights=class_balance_weights(train_set, config.CLASS_BALANCE))
     except FloatingPointError as exc:
         raise UserError(f"training stopped: {exc}") from None
     except OSError as exc:   # a full disk, a logs folder that cannot be written, ...
@@ -410,13 +432,14 @@ def print_data_summary(dataset_dir):
 
 
 # ----------------------------------------------------------------------------- detect
-def inference_model(weights, logs, min_confidence=None, image_size=None):
+def inference_model(weights, logs, min_confidence=None, image_size=None, precision=None):
     """An inference MaskRCNN with the config of the run its weights come from."""
     quiet_tensorflow()
     stored = weights_config(weights, logs)
     stored.pop("LAYERS", None)
     config = make_config(**{**stored, **image_size_config(image_size),
-                            "DETECTION_MIN_CONFIDENCE": min_confidence})
+                            "DETECTION_MIN_CONFIDENCE": min_confidence,
+                            "COMPUTE_DTYPE": precision})
     from mrcnn import model as modellib
     model = modellib.MaskRCNN("inference", config, logs)
     source = resolve_weights(model, weights, logs, for_training=False)
@@ -435,7 +458,7 @@ def cmd_detect(args):
     if plan_jobs(files, args.out)[1]:
         set_threads(args.threads)
         model, source = inference_model(args.weights or "last", args.logs,
-                                        args.min_confidence)
+                                        args.min_confidence, precision=args.precision)
         print(f"Weights: {source}")
     summary = detect_files(model, files, args.out, CLASS_NAMES)
     print(summary)
@@ -466,7 +489,8 @@ def cmd_evaluate(args):
     set_threads(args.threads)
     # Detections down to a low score, so that AP sees the whole precision-recall curve;
     # precision, recall, F1, confusion and counts use `confidence`.
-    model, source = inference_model(weights, args.logs, EVAL_MIN_SCORE)
+    model, source = inference_model(weights, args.logs, EVAL_MIN_SCORE,
+                                    precision=args.precision)
     print(f"Weights: {source}")
     meta["model"] = source
     out = args.out or (os.path.splitext(source)[0] + f"_eval_{args.subset}"
@@ -553,6 +577,12 @@ def build_parser():
         p.add_argument("--logs", default=DEFAULT_LOGS, help="training runs folder (default logs)")
         p.add_argument("--threads", type=number(int, 1), default=None,
                        help="CPU threads (default: all)")
+        precision_flag(p)
+
+    def precision_flag(p):
+        p.add_argument("--precision", choices=["auto", "float32", "bfloat16"], default=None,
+                       help="compute precision (default auto: bfloat16 on CPUs with native "
+                            "bfloat16, e.g. AVX512_BF16, else float32)")
 
     p = add("train", cmd_train, "python3 WBC.py train --dataset=WBC --weights=coco --epochs=30",
             "train on DATASET/train, validate on DATASET/val; checkpoints in --logs")
@@ -579,6 +609,18 @@ def build_parser():
     p.add_argument("--seed", type=number(int, 0), default=None)
     p.add_argument("--threads", type=number(int, 1), default=None,
                    help="CPU threads (default: all)")
+    p.add_argument("--lr-schedule", choices=["constant", "cosine"], default=None,
+                   help="constant (Matterport) or cosine down to 0 at --epochs (default: "
+                        "WBCConfig's)")
+    p.add_argument("--warmup", type=number(int, 0), default=None, metavar="STEPS",
+                   help="ramp the learning rate up over the first STEPS steps")
+    p.add_argument("--class-balance", type=number(float, 0), default=None, metavar="POWER",
+                   help="draw training images by (images of their class) ** -POWER: 0.5 "
+                        "shows rare classes more often, 0 = uniform (default: WBCConfig's)")
+    p.add_argument("--pyramid", choices=sorted(PYRAMID_LEVELS), default=None,
+                   help="p3: RPN, anchors and ROIAlign from P3 (a third less compute; cells "
+                        "larger than ~48 px); p2: Matterport's P2..P6 (default: WBCConfig's)")
+    precision_flag(p)
 
     p = add("evaluate", cmd_evaluate, "python3 WBC.py evaluate --dataset=WBC --weights=last",
             "score a model (or a detect results JSON) on DATASET/SUBSET")

@@ -29,11 +29,15 @@ def parse_args():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--config", choices=["seed", "wbc"], default="seed")
+    ap.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
+                    help="COMPUTE_DTYPE (auto: bfloat16 on CPUs with native bfloat16)")
+    ap.add_argument("--pyramid-min-level", type=int, choices=[2, 3], default=None,
+                    help="override PYRAMID_MIN_LEVEL (seed: 2, wbc: WBCConfig's)")
     ap.add_argument("--peer-python", default=None)
     return ap.parse_args()
 
 
-def make_config(name, size):
+def make_config(name, size, dtype="auto", pyramid_min_level=None):
     from mrcnn.config import Config
     if name == "wbc":
         sys.path.insert(0, ROOT)
@@ -49,6 +53,8 @@ def make_config(name, size):
         IMAGES_PER_GPU = 1
         IMAGE_MIN_DIM = size
         IMAGE_MAX_DIM = size
+        COMPUTE_DTYPE = dtype
+        PYRAMID_MIN_LEVEL = pyramid_min_level or Base.PYRAMID_MIN_LEVEL
     return Bench()
 
 
@@ -94,7 +100,7 @@ def measure_ours(args):
     from mrcnn import model as modellib
     from mrcnn.data import TrainingInput
     tf.random.set_seed(0)
-    config = make_config(args.config, args.size)
+    config = make_config(args.config, args.size, args.dtype, args.pyramid_min_level)
     data = TwoCells(args.size, config.NUM_CLASSES).dataset
     model = modellib.MaskRCNN("training", config, "/tmp/bench_logs")
     model.set_trainable(modellib.LAYER_REGEX["3+"], verbose=0)
@@ -110,8 +116,11 @@ def measure_ours(args):
     infer = modellib.MaskRCNN("inference", config, "/tmp/bench_logs")
     image = data.load_image(0)
     infer_s = timed(lambda: infer.detect([image]), args.steps)
+    from mrcnn.precision import compute_dtype
     return {"config": args.config, "size": args.size, "threads": args.threads,
+            "compute_dtype": compute_dtype(config),
             "backbone": config.BACKBONE, "layers": "3+",
+            "pyramid_min_level": config.PYRAMID_MIN_LEVEL,
             "train_rois": config.TRAIN_ROIS_PER_IMAGE,
             "proposals_train_infer": [config.POST_NMS_ROIS_TRAINING, config.POST_NMS_ROIS_INFERENCE],
             "train_step_s": round(train_s, 3), "infer_s": round(infer_s, 3),

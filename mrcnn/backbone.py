@@ -3,11 +3,13 @@
 Tensors are NHWC float32. For an input image [B, H, W, 3] (H, W multiples of 64):
 C2 [B, H/4, W/4, 256], C3 [B, H/8, W/8, 512], C4 [B, H/16, W/16, 1024], C5 [B, H/32, W/32, 2048];
 P2..P5 have TOP_DOWN_PYRAMID_SIZE channels at strides 4..32 and P6 is P5 subsampled (stride 64).
+With PYRAMID_MIN_LEVEL = 3 the pyramid starts at P3 (no P2 computed).
 """
 import math
 
 import numpy as np
 from keras import layers as KL
+from keras import ops
 
 
 class BatchNorm(KL.BatchNormalization):
@@ -25,7 +27,13 @@ class BatchNorm(KL.BatchNormalization):
     def call(self, inputs, training=None, **kwargs):
         if self.train_bn is not None:
             training = self.train_bn
-        return super().call(inputs, training=training, **kwargs)
+        if training and self.trainable:
+            return super().call(inputs, training=True, **kwargs)
+        # Moving statistics: one multiply-add in the compute dtype (no float32 round trip
+        # under bfloat16); scale and offset are formed in float32 from the variables.
+        scale = self.gamma * ops.rsqrt(self.moving_variance + self.epsilon)
+        offset = self.beta - self.moving_mean * scale
+        return inputs * ops.cast(scale, inputs.dtype) + ops.cast(offset, inputs.dtype)
 
     def get_config(self):
         return {**super().get_config(), "train_bn": self.train_bn}
@@ -118,19 +126,35 @@ def build_backbone(input_image, config):
     return resnet_graph(input_image, config.BACKBONE, stage5=True, train_bn=config.TRAIN_BN)
 
 
-def fpn_graph(c2, c3, c4, c5, depth):
-    """Top-down feature pyramid. Returns [P2, P3, P4, P5, P6], each with `depth` channels."""
+def fpn_graph(c2, c3, c4, c5, depth, min_level=2):
+    """Top-down feature pyramid with `depth` channels per level.
+
+    Returns ([P{min_level}, ..., P6], unused layers). With min_level 3 the P2 layers
+    (fpn_c2p2, fpn_p2) are created and built but not applied, so that the weights file keeps
+    Matterport's layout; they come back as the unused list (see weights.attach_unused_layers).
+    """
+    if min_level not in (2, 3):
+        raise ValueError(f"PYRAMID_MIN_LEVEL must be 2 or 3, not {min_level!r}")
     p5 = KL.Conv2D(depth, 1, name="fpn_c5p5")(c5)
     p4 = KL.Add(name="fpn_p4add")([KL.UpSampling2D(2, name="fpn_p5upsampled")(p5),
                                    KL.Conv2D(depth, 1, name="fpn_c4p4")(c4)])
     p3 = KL.Add(name="fpn_p3add")([KL.UpSampling2D(2, name="fpn_p4upsampled")(p4),
                                    KL.Conv2D(depth, 1, name="fpn_c3p3")(c3)])
-    p2 = KL.Add(name="fpn_p2add")([KL.UpSampling2D(2, name="fpn_p3upsampled")(p3),
-                                   KL.Conv2D(depth, 1, name="fpn_c2p2")(c2)])
-    p2, p3, p4, p5 = [KL.Conv2D(depth, 3, padding="same", name=f"fpn_p{i}")(p)
-                      for i, p in zip(range(2, 6), (p2, p3, p4, p5))]
-    p6 = KL.MaxPooling2D(pool_size=1, strides=2, name="fpn_p6")(p5)
-    return [p2, p3, p4, p5, p6]
+    lateral2 = KL.Conv2D(depth, 1, name="fpn_c2p2")
+    output2 = KL.Conv2D(depth, 3, padding="same", name="fpn_p2")
+    unused = []
+    if min_level == 2:
+        p2 = KL.Add(name="fpn_p2add")([KL.UpSampling2D(2, name="fpn_p3upsampled")(p3),
+                                       lateral2(c2)])
+        maps = [output2(p2)]
+    else:
+        lateral2.build((None, None, None, c2.shape[-1]))
+        output2.build((None, None, None, depth))
+        unused, maps = [lateral2, output2], []
+    maps += [KL.Conv2D(depth, 3, padding="same", name=f"fpn_p{i}")(p)
+             for i, p in zip(range(3, 6), (p3, p4, p5))]
+    maps.append(KL.MaxPooling2D(pool_size=1, strides=2, name="fpn_p6")(maps[-1]))
+    return maps, unused
 
 
 def compute_backbone_shapes(config, image_shape):

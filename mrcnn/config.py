@@ -22,6 +22,10 @@ class Config:
     BACKBONE_STRIDES = [4, 8, 16, 32, 64]   # strides of P2..P6
     FPN_CLASSIF_FC_LAYERS_SIZE = 1024       # width of the two "FC" layers of the classifier head
     TOP_DOWN_PYRAMID_SIZE = 256             # FPN channels
+    # Our addition: 2 = Matterport (RPN, anchors and ROIAlign on P2..P6); 3 = start at P3,
+    # skipping P2 and the first anchor scale (about a third of the compute; for objects larger
+    # than about 48 px). The weights file layout is the same either way.
+    PYRAMID_MIN_LEVEL = 2
 
     NUM_CLASSES = 1             # including background
 
@@ -62,6 +66,8 @@ class Config:
     DETECTION_NMS_THRESHOLD = 0.3
 
     LEARNING_RATE = 0.001       # users pass it to train(); train() itself does not read it
+    LEARNING_RATE_SCHEDULE = "constant"     # our addition: "constant" or "cosine" (schedule.py)
+    LEARNING_RATE_WARMUP_STEPS = 0          # our addition: linear ramp over the first steps
     LEARNING_MOMENTUM = 0.9
     WEIGHT_DECAY = 0.0001
     LOSS_WEIGHTS = {
@@ -74,6 +80,9 @@ class Config:
     USE_RPN_ROIS = True
     TRAIN_BN = False            # False: frozen BN; True: always batch stats; None: follow training
     GRADIENT_CLIP_NORM = 5.0    # per-tensor gradient norm clip (Keras `clipnorm`)
+    # Our addition: "float32", "bfloat16" (convolutions in bfloat16, weights float32), or
+    # "auto" = bfloat16 on CPUs with native bfloat16 arithmetic (AVX512_BF16, AMX), else float32.
+    COMPUTE_DTYPE = "auto"
 
     def __init__(self):
         self.refresh()

@@ -54,10 +54,13 @@ def parse_image_meta(meta):
 
 
 def get_anchors_pixels(config, image_shape):
-    """Pyramid anchors [A, 4] in pixels for a molded image shape (H, W, ...)."""
+    """Pyramid anchors [A, 4] in pixels for a molded image shape (H, W, ...), on the levels
+    from PYRAMID_MIN_LEVEL up (RPN_ANCHOR_SCALES and BACKBONE_STRIDES list P2..P6; the
+    entries of skipped levels are dropped)."""
+    skip = config.PYRAMID_MIN_LEVEL - 2
     return utils.generate_pyramid_anchors(
-        config.RPN_ANCHOR_SCALES, config.RPN_ANCHOR_RATIOS,
-        compute_backbone_shapes(config, image_shape), config.BACKBONE_STRIDES,
+        config.RPN_ANCHOR_SCALES[skip:], config.RPN_ANCHOR_RATIOS,
+        compute_backbone_shapes(config, image_shape)[skip:], config.BACKBONE_STRIDES[skip:],
         config.RPN_ANCHOR_STRIDE)
 
 
@@ -145,12 +148,16 @@ class TrainingInput:
     Images without instances are skipped; an image that fails to load is logged and skipped,
     and more than `max_errors` failures stop training with the last error.
 
+    `sample_weights` (one number >= 0 per image id, e.g. more for images of rare classes) draws
+    images with replacement in proportion to them; without, every image comes once per pass
+    in a shuffled order.
+
     We use threads rather than tf.data + tf.numpy_function: that combination deadlocks here
     when an iterator is torn down while a Python call is in flight (e.g. after an error).
     """
 
     def __init__(self, dataset, config, augmentation=None, shuffle=True, seed=None,
-                 max_errors=5, workers=None, prefetch=None):
+                 max_errors=5, workers=None, prefetch=None, sample_weights=None):
         if dataset.num_classes != config.NUM_CLASSES:
             raise ValueError(f"the dataset has {dataset.num_classes} classes (background "
                              f"included) but config.NUM_CLASSES is {config.NUM_CLASSES}")
@@ -166,11 +173,20 @@ class TrainingInput:
         self.anchors = get_anchors_pixels(config, config.IMAGE_SHAPE)
         self.errors = []
         self._rng = np.random.default_rng(seed)
+        self.probabilities = None
+        if sample_weights is not None:
+            weights = np.asarray(sample_weights, np.float64)
+            if weights.shape != (len(dataset.image_ids),) or (weights < 0).any() or not weights.sum():
+                raise ValueError("sample_weights needs one number >= 0 per image, not all 0")
+            self.probabilities = weights / weights.sum()
 
     def _image_id_stream(self):
         ids = np.asarray(self.dataset.image_ids)
         while True:
-            yield from (self._rng.permutation(ids) if self.shuffle else ids)
+            if self.probabilities is not None:
+                yield from self._rng.choice(ids, size=len(ids), p=self.probabilities)
+            else:
+                yield from (self._rng.permutation(ids) if self.shuffle else ids)
 
     def _load(self, image_id, seed):
         try:

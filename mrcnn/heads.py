@@ -2,14 +2,16 @@
 
 Matterport wraps these layers in TimeDistributed; we fold the ROI axis into the batch axis
 ([B, R, ...] -> [B*R, ...]) and apply plain layers with the same names and weight shapes,
-which is the same computation without the wrapper's overhead. R must be static.
+which is the same computation without the wrapper's overhead. R may be dynamic.
   fpn_classifier_graph -> logits [B, R, NC], probs [B, R, NC], deltas [B, R, NC, 4]
   build_fpn_mask_graph -> masks [B, R, 28, 28, NC] (sigmoid probabilities)
 """
+import tensorflow as tf
 from keras import layers as KL
 from keras import ops
 
 from mrcnn.backbone import BatchNorm
+from mrcnn.precision import FLOAT32_LAYER
 from mrcnn.roi import PyramidROIAlign
 
 
@@ -18,9 +20,20 @@ def _fold(x):
     return ops.reshape(x, (-1,) + tuple(x.shape[2:]))
 
 
+class Unfold(KL.Layer):
+    """[B*R, ...] -> [B, R, ...] with B and R taken from rois [B, R, 4] at run time."""
+
+    def call(self, inputs):
+        x, rois = inputs
+        return tf.reshape(x, tf.concat([tf.shape(rois)[:2], tf.shape(x)[1:]], 0))
+
+    def compute_output_shape(self, input_shape):
+        x_shape, rois_shape = input_shape
+        return tuple(rois_shape[:2]) + tuple(x_shape[1:])
+
+
 def _unfold(x, rois):
-    """[B*R, ...] -> [B, R, ...] with R taken from rois [B, R, 4]."""
-    return ops.reshape(x, (-1, rois.shape[1]) + tuple(x.shape[1:]))
+    return Unfold(dtype=x.dtype)([x, rois])
 
 
 def fpn_classifier_graph(rois, feature_maps, image_meta, pool_size, num_classes, train_bn=True,
@@ -34,10 +47,11 @@ def fpn_classifier_graph(rois, feature_maps, image_meta, pool_size, num_classes,
     x = KL.Conv2D(fc_layers_size, 1, name="mrcnn_class_conv2")(x)
     x = KL.Activation("relu")(BatchNorm(train_bn=train_bn, name="mrcnn_class_bn2")(x))
     shared = KL.Reshape((fc_layers_size,), name="pool_squeeze")(x)
-    logits = KL.Dense(num_classes, name="mrcnn_class_logits")(shared)
-    probs = KL.Activation("softmax", name="mrcnn_class")(logits)
-    deltas = KL.Dense(num_classes * 4, name="mrcnn_bbox_fc")(shared)
-    deltas = KL.Reshape((num_classes, 4), name="mrcnn_bbox")(deltas)
+    # Prediction layers compute in float32 whatever the policy (precision.py).
+    logits = KL.Dense(num_classes, name="mrcnn_class_logits", **FLOAT32_LAYER)(shared)
+    probs = KL.Activation("softmax", name="mrcnn_class", **FLOAT32_LAYER)(logits)
+    deltas = KL.Dense(num_classes * 4, name="mrcnn_bbox_fc", **FLOAT32_LAYER)(shared)
+    deltas = KL.Reshape((num_classes, 4), name="mrcnn_bbox", **FLOAT32_LAYER)(deltas)
     return _unfold(logits, rois), _unfold(probs, rois), _unfold(deltas, rois)
 
 
@@ -51,5 +65,5 @@ def build_fpn_mask_graph(rois, feature_maps, image_meta, pool_size, num_classes,
         x = KL.Conv2D(256, 3, padding="same", name=f"mrcnn_mask_conv{i}")(x)
         x = KL.Activation("relu")(BatchNorm(train_bn=train_bn, name=f"mrcnn_mask_bn{i}")(x))
     x = KL.Conv2DTranspose(256, 2, strides=2, activation="relu", name="mrcnn_mask_deconv")(x)
-    x = KL.Conv2D(num_classes, 1, activation="sigmoid", name="mrcnn_mask")(x)
+    x = KL.Conv2D(num_classes, 1, activation="sigmoid", name="mrcnn_mask", **FLOAT32_LAYER)(x)
     return _unfold(x, rois)

@@ -30,11 +30,13 @@ from mrcnn.box_ops import norm_boxes_graph
 from mrcnn.data import (TrainingInput, compose_image_meta, data_generator,  # noqa: F401
                         load_image_gt, mold_image, parse_image_meta, unmold_image)
 from mrcnn.heads import build_fpn_mask_graph, fpn_classifier_graph
+from mrcnn import precision, schedule
 from mrcnn.losses import (mrcnn_bbox_loss_graph, mrcnn_class_loss_graph,  # noqa: F401
                           mrcnn_mask_loss_graph, rpn_bbox_loss_graph, rpn_class_loss_graph,
                           smooth_l1_loss)
-from mrcnn.roi import (DetectionLayer, DetectionTargetLayer, PyramidROIAlign,  # noqa: F401
-                       parse_image_meta_graph, positive_roi_count)
+from mrcnn.roi import (DetectionLayer, DetectionTargetLayer, LeadingRows,  # noqa: F401
+                       PadRowsTo, PyramidROIAlign, parse_image_meta_graph, positive_roi_count)
+from mrcnn.precision import FLOAT32_LAYER, Float32Layer
 from mrcnn.rpn import ProposalLayer, build_rpn_model
 from mrcnn.rpn_targets import build_rpn_targets  # noqa: F401
 
@@ -109,7 +111,7 @@ def find_last(model_dir, name):
 
 
 # ----------------------------------------------------------------------------- small layers
-class ConstantAnchors(KL.Layer):
+class ConstantAnchors(Float32Layer):
     """The training graph's anchors [B, A, 4] (normalized), fixed by config.IMAGE_SHAPE."""
 
     def __init__(self, anchors, **kwargs):
@@ -124,7 +126,7 @@ class ConstantAnchors(KL.Layer):
         return (input_shape[0],) + self.anchors.shape
 
 
-class NormBoxes(KL.Layer):
+class NormBoxes(Float32Layer):
     """Pixel boxes [B, N, 4] -> normalized, for the size of image [B, H, W, C]."""
 
     def call(self, inputs):
@@ -135,7 +137,7 @@ class NormBoxes(KL.Layer):
         return input_shape[0]
 
 
-class LossLayer(KL.Layer):
+class LossLayer(Float32Layer):
     """Wrap one loss function so the training graph exposes it as a named scalar output."""
 
     def __init__(self, fn, **kwargs):
@@ -166,7 +168,12 @@ class MaskRCNN:
 
     # -- graph ---------------------------------------------------------------------------
     def build(self, mode, config):
-        """Build the Keras model. Inputs and outputs are listed in README (library API)."""
+        """Build the Keras model. Inputs and outputs are listed in README (library API).
+        Layers compute in config.COMPUTE_DTYPE (precision.py); weights are float32."""
+        with precision.layer_policy(precision.compute_dtype(config)):
+            return self._build_graph(mode, config)
+
+    def _build_graph(self, mode, config):
         h, w = config.IMAGE_SHAPE[:2]
         if h / 2 ** 6 != int(h / 2 ** 6) or w / 2 ** 6 != int(w / 2 ** 6):
             raise ValueError("Image size must be dividable by 2 at least 6 times to avoid "
@@ -190,9 +197,9 @@ class MaskRCNN:
 
         train_bn = config.TRAIN_BN
         _, c2, c3, c4, c5 = build_backbone(input_image, config)
-        p2, p3, p4, p5, p6 = fpn_graph(c2, c3, c4, c5, config.TOP_DOWN_PYRAMID_SIZE)
-        rpn_feature_maps = [p2, p3, p4, p5, p6]
-        mrcnn_feature_maps = [p2, p3, p4, p5]
+        rpn_feature_maps, unused_layers = fpn_graph(c2, c3, c4, c5, config.TOP_DOWN_PYRAMID_SIZE,
+                                                    config.PYRAMID_MIN_LEVEL)
+        mrcnn_feature_maps = rpn_feature_maps[:-1]     # P{min}..P5; P6 only feeds the RPN
 
         if training:
             anchors = ConstantAnchors(self.get_anchors(config.IMAGE_SHAPE), name="anchors")(input_image)
@@ -203,14 +210,15 @@ class MaskRCNN:
                               config.TOP_DOWN_PYRAMID_SIZE)
         level_outputs = [rpn([p]) for p in rpn_feature_maps]
         rpn_class_logits, rpn_class, rpn_bbox = [
-            KL.Concatenate(axis=1, name=name)([out[i] for out in level_outputs])
+            KL.Concatenate(axis=1, name=name, **FLOAT32_LAYER)([out[i] for out in level_outputs])
             for i, name in enumerate(["rpn_class_logits", "rpn_class", "rpn_bbox"])]
 
         proposal_count = config.POST_NMS_ROIS_TRAINING if training else config.POST_NMS_ROIS_INFERENCE
         rpn_rois = ProposalLayer(proposal_count, config.RPN_NMS_THRESHOLD, config=config,
                                  name="ROI")([rpn_class, rpn_bbox, anchors])
         heads = dict(feature_maps=mrcnn_feature_maps, image_meta=input_image_meta,
-                     num_classes=config.NUM_CLASSES, train_bn=train_bn)
+                     num_classes=config.NUM_CLASSES, train_bn=train_bn,
+                     min_level=config.PYRAMID_MIN_LEVEL)
 
         if not training:
             mrcnn_class_logits, mrcnn_class, mrcnn_bbox = fpn_classifier_graph(
@@ -218,11 +226,16 @@ class MaskRCNN:
                 fc_layers_size=config.FPN_CLASSIF_FC_LAYERS_SIZE, **heads)
             detections = DetectionLayer(config, name="mrcnn_detection")(
                 [rpn_rois, mrcnn_class, mrcnn_bbox, input_image_meta])
-            mrcnn_mask = build_fpn_mask_graph(detections[..., :4], pool_size=config.MASK_POOL_SIZE,
+            # Masks only for real detections (rows with a class id), padded back to DMI rows.
+            (detected,) = LeadingRows(name="detected_rows")([detections[..., 4], detections])
+            mrcnn_mask = build_fpn_mask_graph(detected[..., :4], pool_size=config.MASK_POOL_SIZE,
                                               **heads)
-            return keras.Model([input_image, input_image_meta, input_anchors],
-                               [detections, mrcnn_class, mrcnn_bbox, mrcnn_mask, rpn_rois,
-                                rpn_class, rpn_bbox], name="mask_rcnn")
+            mrcnn_mask = PadRowsTo(config.DETECTION_MAX_INSTANCES, name="mrcnn_mask_rows")(
+                mrcnn_mask)
+            model = keras.Model([input_image, input_image_meta, input_anchors],
+                                [detections, mrcnn_class, mrcnn_bbox, mrcnn_mask, rpn_rois,
+                                 rpn_class, rpn_bbox], name="mask_rcnn")
+            return weights_io.attach_unused_layers(model, unused_layers, before="fpn_p3")
 
         active_class_ids = input_image_meta[:, 12:]
         inputs = [input_image, input_image_meta, input_rpn_match, input_rpn_bbox,
@@ -240,11 +253,13 @@ class MaskRCNN:
         mrcnn_class_logits, mrcnn_class, mrcnn_bbox = fpn_classifier_graph(
             rois, pool_size=config.POOL_SIZE, fc_layers_size=config.FPN_CLASSIF_FC_LAYERS_SIZE,
             **heads)
-        # Only the first P ROIs can be positive: the mask head and its loss need no others.
+        # Positive ROIs come first: the mask head and its loss run on those rows alone.
         num_pos = positive_roi_count(config)
-        mrcnn_mask = build_fpn_mask_graph(rois[:, :num_pos], pool_size=config.MASK_POOL_SIZE,
-                                          **heads)
-        output_rois = KL.Identity(name="output_rois")(rois)
+        mask_rois, mask_class_ids, target_mask = LeadingRows(name="positive_rows")(
+            [target_class_ids[:, :num_pos], rois[:, :num_pos], target_class_ids[:, :num_pos],
+             target_mask])
+        mrcnn_mask = build_fpn_mask_graph(mask_rois, pool_size=config.MASK_POOL_SIZE, **heads)
+        output_rois = KL.Identity(name="output_rois", **FLOAT32_LAYER)(rois)
         losses = [
             LossLayer(rpn_class_loss_graph, name="rpn_class_loss")([input_rpn_match, rpn_class_logits]),
             LossLayer(lambda *a: rpn_bbox_loss_graph(config, *a), name="rpn_bbox_loss")(
@@ -254,11 +269,12 @@ class MaskRCNN:
             LossLayer(mrcnn_bbox_loss_graph, name="mrcnn_bbox_loss")(
                 [target_bbox, target_class_ids, mrcnn_bbox]),
             LossLayer(mrcnn_mask_loss_graph, name="mrcnn_mask_loss")(
-                [target_mask, target_class_ids[:, :num_pos], mrcnn_mask]),
+                [target_mask, mask_class_ids, mrcnn_mask]),
         ]
         outputs = [rpn_class_logits, rpn_class, rpn_bbox, mrcnn_class_logits, mrcnn_class,
                    mrcnn_bbox, mrcnn_mask, rpn_rois, output_rois] + losses
-        return keras.Model(inputs, outputs, name="mask_rcnn")
+        model = keras.Model(inputs, outputs, name="mask_rcnn")
+        return weights_io.attach_unused_layers(model, unused_layers, before="fpn_p3")
 
     # -- log dir, checkpoints, weights ---------------------------------------------------
     def set_log_dir(self, model_path=None):
@@ -375,24 +391,30 @@ class MaskRCNN:
 
     def train(self, train_dataset, val_dataset, learning_rate, epochs, layers,
               augmentation=None, custom_callbacks=None, no_augmentation_sources=None,
-              seed=None, progress=True):
+              seed=None, progress=True, sample_weights=None):
         """Train from self.epoch up to `epochs` (absolute) on the layers named by `layers`
         (heads, 3+, 4+, 5+, all, or a regex). Each epoch ends with validation losses, a
         checkpoint, TensorBoard scalars and a row of <log_dir>/losses.csv.
         Returns the history: one dict of losses per epoch trained.
+        Our additions: `sample_weights` (per image id) draws training images in proportion
+        to them (e.g. to see rare classes more often); config.LEARNING_RATE_SCHEDULE and
+        LEARNING_RATE_WARMUP_STEPS shape the rate (schedule.py).
         """
         if self.mode != "training":
             raise RuntimeError("Create model in training mode.")
         config = self.config
         layers = LAYER_REGEX.get(layers, layers)
         train_input = TrainingInput(train_dataset, config, augmentation=augmentation,
-                                    shuffle=True, seed=seed)
+                                    shuffle=True, seed=seed, sample_weights=sample_weights)
         val_input = TrainingInput(val_dataset, config, shuffle=True, seed=seed)
         os.makedirs(self.log_dir, exist_ok=True)
         logger.info("Starting at epoch %d. LR=%s", self.epoch, learning_rate)
         logger.info("Checkpoint Path: %s", self.checkpoint_path)
         self.set_trainable(layers, verbose=0)
-        optimizer = keras.optimizers.SGD(learning_rate=learning_rate,
+        rate = schedule.learning_rate(config, learning_rate,
+                                      first_step=self.epoch * config.STEPS_PER_EPOCH,
+                                      total_steps=epochs * config.STEPS_PER_EPOCH)
+        optimizer = keras.optimizers.SGD(learning_rate=rate,
                                          momentum=config.LEARNING_MOMENTUM,
                                          clipnorm=config.GRADIENT_CLIP_NORM)
         optimizer.build(self.keras_model.trainable_variables)
@@ -414,7 +436,8 @@ class MaskRCNN:
                     val = self._run_epoch(eval_step, val_iter, config.VALIDATION_STEPS, None,
                                           None, False)
                     logs.update({"val_" + k: v for k, v in val.items()})
-                logs.update(lr=float(learning_rate), seconds=round(time.time() - started, 2))
+                logs.update(lr=float(optimizer.learning_rate),
+                            seconds=round(time.time() - started, 2))
                 # A stopped epoch (time limit, Ctrl-C) is saved and counted as done, so that
                 # nothing trained is lost and a resumed run continues at the next epoch.
                 self.epoch += 1

@@ -11,10 +11,9 @@ All boxes here are normalized (see box_ops). Shapes:
       -> detections [B, DETECTION_MAX_INSTANCES, 6] rows (y1, x1, y2, x2, class_id, score).
 """
 import tensorflow as tf
-from keras import layers as KL
-
 from mrcnn.box_ops import (apply_box_deltas_graph, box_refinement_graph, clip_boxes_graph,
                            overlaps_graph, pad_rows, trim_zeros_graph)
+from mrcnn.precision import Float32Layer
 
 
 def parse_image_meta_graph(meta):
@@ -38,7 +37,42 @@ def positive_roi_count(config):
     return int(config.TRAIN_ROIS_PER_IMAGE * config.ROI_POSITIVE_RATIO)
 
 
-class PyramidROIAlign(KL.Layer):
+class LeadingRows(Float32Layer):
+    """Cut [B, N, ...] tensors to their first k rows, k = the largest number of valid rows
+    of any image (at least 1), where valid rows come first in every image.
+
+    Inputs: [valid [B, N] (> 0 means valid), t1 [B, N, ...], t2 ...]; outputs [t1[:, :k], ...].
+    The mask head runs on these rows only: positive ROIs in training, real detections at
+    inference, instead of every reserved slot.
+    """
+
+    def call(self, inputs):
+        valid, tensors = inputs[0], inputs[1:]
+        counts = tf.reduce_sum(tf.cast(valid > 0, tf.int32), axis=1)
+        k = tf.maximum(tf.reduce_max(counts), 1)
+        return [t[:, :k] for t in tensors]
+
+    def compute_output_shape(self, input_shape):
+        return [(s[0], None) + tuple(s[2:]) for s in input_shape[1:]]
+
+
+class PadRowsTo(Float32Layer):
+    """Zero-pad [B, k, ...] to [B, rows, ...] along axis 1 (undoes LeadingRows)."""
+
+    def __init__(self, rows, **kwargs):
+        super().__init__(**kwargs)
+        self.rows = rows
+
+    def call(self, x):
+        pad = tf.concat([[[0, 0], [0, self.rows - tf.shape(x)[1]]],
+                         tf.zeros([len(x.shape) - 2, 2], tf.int32)], 0)
+        return tf.pad(x, pad)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.rows) + tuple(input_shape[2:])
+
+
+class PyramidROIAlign(Float32Layer):
     """Crop-and-resize each box from the pyramid level that suits its size.
 
     level = clip(4 + round(log2(sqrt(h * w) / 224)), min_level, 5) with h, w in pixels;
@@ -141,7 +175,7 @@ def detection_targets_graph(proposals, gt_class_ids, gt_boxes, gt_masks, config)
     return rois, class_ids, deltas, masks
 
 
-class DetectionTargetLayer(KL.Layer):
+class DetectionTargetLayer(Float32Layer):
     """Sample TRAIN_ROIS_PER_IMAGE proposals per image (ROI_POSITIVE_RATIO positive, IoU >= 0.5
     with a GT box) and build their class, box-delta and mask targets. GT boxes and proposals
     arrive normalized; outputs are listed in the module docstring."""
@@ -194,7 +228,7 @@ def refine_detections_graph(rois, probs, deltas, window, config):
     return pad_rows(rows, config.DETECTION_MAX_INSTANCES)
 
 
-class DetectionLayer(KL.Layer):
+class DetectionLayer(Float32Layer):
     """Turn classifier outputs on the proposals into final detections (module docstring)."""
 
     def __init__(self, config, **kwargs):

@@ -10,17 +10,19 @@ import keras
 from keras import layers as KL
 
 from mrcnn.box_ops import apply_box_deltas_graph, clip_boxes_graph, pad_rows
+from mrcnn.precision import FLOAT32_LAYER, Float32Layer
 
 
 def rpn_graph(feature_map, anchors_per_location, anchor_stride):
     """Apply the RPN head to one feature map; returns [logits, probs, deltas]."""
     shared = KL.Conv2D(512, 3, padding="same", activation="relu", strides=anchor_stride,
                        name="rpn_conv_shared")(feature_map)
-    x = KL.Conv2D(2 * anchors_per_location, 1, name="rpn_class_raw")(shared)
-    logits = KL.Reshape((-1, 2))(x)
-    probs = KL.Activation("softmax", name="rpn_class_xxx")(logits)
-    x = KL.Conv2D(4 * anchors_per_location, 1, name="rpn_bbox_pred")(shared)
-    deltas = KL.Reshape((-1, 4))(x)
+    # The 1x1 prediction convs and what follows them compute in float32 (precision.py).
+    x = KL.Conv2D(2 * anchors_per_location, 1, name="rpn_class_raw", **FLOAT32_LAYER)(shared)
+    logits = KL.Reshape((-1, 2), **FLOAT32_LAYER)(x)
+    probs = KL.Activation("softmax", name="rpn_class_xxx", **FLOAT32_LAYER)(logits)
+    x = KL.Conv2D(4 * anchors_per_location, 1, name="rpn_bbox_pred", **FLOAT32_LAYER)(shared)
+    deltas = KL.Reshape((-1, 4), **FLOAT32_LAYER)(x)
     return [logits, probs, deltas]
 
 
@@ -37,7 +39,7 @@ def _nms_padded(boxes, scores, max_out, iou_threshold):
     return pad_rows(tf.gather(boxes, keep), max_out)
 
 
-class ProposalLayer(KL.Layer):
+class ProposalLayer(Float32Layer):
     """Top PRE_NMS_LIMIT anchors by score, refined by their deltas, clipped to the image and
     thinned by NMS to `proposal_count` boxes per image (zero-padded)."""
 

@@ -46,14 +46,37 @@ def _ordered_variables(layer):
     return sorted(layer.weights, key=rank)
 
 
+class _UnusedLayers:
+    """Layers a model builds but does not apply (held outside Keras' layer tracking)."""
+
+    def __init__(self, layers, before):
+        self.layers, self.before = list(layers), before
+
+
+def attach_unused_layers(keras_model, layers, before):
+    """Record built-but-unapplied layers (e.g. fpn_p2 when the pyramid starts at P3) so that
+    weight files still hold them, listed before the layer named `before`. Returns the model."""
+    keras_model._mrcnn_unused_layers = _UnusedLayers(layers, before)
+    return keras_model
+
+
+def _layers_in_file_order(keras_model):
+    unused = getattr(keras_model, "_mrcnn_unused_layers", None)
+    for layer in keras_model.layers:
+        if unused is not None and layer.name == unused.before:
+            yield from unused.layers
+        yield layer
+
+
 def model_weight_map(keras_model):
-    """[(top-level layer name, [(weight name as stored, variable), ...])] for weighted layers.
+    """[(top-level layer name, [(weight name as stored, variable), ...])] for weighted layers,
+    the unused ones (attach_unused_layers) included.
 
     Weight names follow Keras 2: "<layer>/<var>:0"; inside the nested `rpn_model` the inner
     layer's name is used (rpn_conv_shared/kernel:0).
     """
     out = []
-    for layer in keras_model.layers:
+    for layer in _layers_in_file_order(keras_model):
         inner = layer.layers if isinstance(layer, keras.Model) else [layer]
         pairs = [(f"{sub.name}/{v.name.split('/')[-1].split(':')[0]}:0", v)
                  for sub in inner for v in _ordered_variables(sub)]
@@ -214,14 +237,15 @@ def save_weights(keras_model, path):
     earlier file at `path` is unchanged and WeightsWriteError says why (disk full: ENOSPC)."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    nbytes = sum(int(np.prod(v.shape)) * 4 for v in keras_model.weights)
+    nbytes = sum(int(np.prod(v.shape)) * 4 for _, pairs in model_weight_map(keras_model)
+                 for _, v in pairs)
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".h5", dir=folder)
         os.close(fd)
         weighted = dict(model_weight_map(keras_model))
         with h5py.File(tmp, "w") as f:
-            names = [layer.name for layer in keras_model.layers]
+            names = [layer.name for layer in _layers_in_file_order(keras_model)]
             f.attrs["layer_names"] = _bytes_array(names)
             f.attrs["backend"] = b"tensorflow"
             f.attrs["keras_version"] = keras.__version__.encode()

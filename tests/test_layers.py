@@ -8,7 +8,8 @@ import tensorflow as tf
 
 from mrcnn.config import Config
 from mrcnn import losses
-from mrcnn.roi import DetectionLayer, DetectionTargetLayer, PyramidROIAlign
+from mrcnn.roi import (DetectionLayer, DetectionTargetLayer, LeadingRows, PadRowsTo,
+                       PyramidROIAlign)
 from mrcnn.rpn import ProposalLayer
 
 
@@ -77,6 +78,18 @@ def test_roi_align_keeps_box_order_and_samples_bilinearly():
     # crop_and_resize samples x at x1*(W-1) and x2*(W-1): 0 and 3; 9 and 12.
     np.testing.assert_allclose(out[0, 0, 0, :, 0], [0, 3], atol=1e-5)
     np.testing.assert_allclose(out[0, 1, 0, :, 0], [9, 12], atol=1e-5)
+
+
+def test_leading_rows_cut_to_the_longest_valid_prefix_and_pad_back():
+    valid = tf.constant([[3, 1, 0, 0, 0], [2, 0, 0, 0, 0]])
+    rows = tf.reshape(tf.range(2 * 5 * 2, dtype=tf.float32), [2, 5, 2])
+    (cut,) = LeadingRows()([valid, rows])
+    np.testing.assert_array_equal(cut.numpy(), rows.numpy()[:, :2])
+    padded = PadRowsTo(5)(cut).numpy()
+    np.testing.assert_array_equal(padded[:, :2], rows.numpy()[:, :2])
+    assert padded.shape == (2, 5, 2) and not padded[:, 2:].any()
+    (none_valid,) = LeadingRows()([tf.zeros([2, 5]), rows])
+    assert none_valid.shape == (2, 1, 2)
 
 
 def test_detection_targets_sample_positives_first_with_deltas_and_masks():

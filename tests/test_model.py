@@ -43,7 +43,9 @@ def test_training_graph_contract(tmp_path, shapes):
     np.testing.assert_allclose(rpn_class.sum(-1), 1, rtol=1e-5)
     assert class_logits.shape == class_probs.shape == (1, t, nc)
     assert bbox.shape == (1, t, nc, 4)
-    assert mask.shape == (1, p, 28, 28, nc) and 0 <= mask.min() and mask.max() <= 1
+    # The mask head runs on the positive ROIs only (at least one row, at most P).
+    assert 1 <= mask.shape[1] <= p and mask.shape[2:] == (28, 28, nc)
+    assert 0 <= mask.min() and mask.max() <= 1
     assert rpn_rois.shape == (1, config.POST_NMS_ROIS_TRAINING, 4)
     assert 0 <= rpn_rois.min() and rpn_rois.max() <= 1
     assert rois.shape == (1, t, 4)
@@ -74,6 +76,13 @@ def test_detect_contract(inference_model):
     assert r["rois"].dtype == np.int32 and r["rois"].shape == (n, 4)
     assert r["class_ids"].dtype == np.int32 and r["scores"].dtype == np.float32
     assert r["masks"].shape == (100, 140, n) and r["masks"].dtype == bool
+    # The raw mask output keeps DETECTION_MAX_INSTANCES rows; rows without a detection are 0.
+    molded, metas, _ = inference_model.mold_inputs([image])
+    anchors = inference_model.get_anchors(molded[0].shape)[None]
+    detections, *_, raw_masks = inference_model._predict(molded, metas, anchors)[:4]
+    real = int((detections[0, :, 4] > 0).sum())
+    assert raw_masks.shape[1] == inference_model.config.DETECTION_MAX_INSTANCES
+    assert not raw_masks[0, real:].any()
     assert (np.diff(r["scores"]) <= 1e-6).all()
     assert (r["rois"][:, :2] >= 0).all() and (r["rois"][:, 2] <= 100).all()
     assert (r["rois"][:, 3] <= 140).all()
@@ -292,3 +301,91 @@ def test_a_tiny_model_lowers_its_loss(tmp_path):
     first, last = history[0]["loss"], np.mean([h["loss"] for h in history[-2:]])
     assert last < 0.7 * first, [round(h["loss"], 3) for h in history]
     assert history[-1]["rpn_class_loss"] < history[0]["rpn_class_loss"]
+
+
+# ---------------------------------------------------------------------------- P3 start, precision
+class P3Config(TinyConfig):
+    PYRAMID_MIN_LEVEL = 3
+
+
+def test_pyramid_from_p3_skips_p2_but_keeps_the_file_layout(tmp_path, coco_file):
+    path, written = coco_file
+    model = modellib.MaskRCNN("inference", P3Config(), str(tmp_path))
+    graph = {layer.name for layer in model.keras_model.layers}
+    assert "fpn_p2" not in graph and "fpn_p3" in graph            # P2 is not computed
+    anchors = model.get_anchors(P3Config().IMAGE_SHAPE)
+    assert len(anchors) == 3 * (16 ** 2 + 8 ** 2 + 4 ** 2 + 2 ** 2)   # P3..P6 of 128 px
+    # ...but its layers are in every weights file: Matterport's file loads tensor for tensor,
+    # and a P3 model's checkpoint loads exactly (by_name=False) into a P2 model and back.
+    class CocoP3(CocoConfig):
+        PYRAMID_MIN_LEVEL = 3
+    coco = modellib.MaskRCNN("inference", CocoP3(), str(tmp_path))
+    coco.load_weights(path, by_name=False)
+    loaded = _values(coco.keras_model)
+    assert set(loaded) == set(written)
+    for got, want in zip(loaded["fpn_p2"] + loaded["fpn_c2p2"],
+                         written["fpn_p2"] + written["fpn_c2p2"]):
+        np.testing.assert_array_equal(got, want)
+    saved = str(tmp_path / "p3.h5")
+    model.save_weights(saved)
+    p2_model = modellib.MaskRCNN("inference", TinyConfig(), str(tmp_path))
+    p2_model.load_weights(saved, by_name=False)
+    for name, arrays in _values(model.keras_model).items():
+        for got, want in zip(_values(p2_model.keras_model)[name], arrays):
+            np.testing.assert_array_equal(got, want, err_msg=name)
+    (r,) = model.detect([np.zeros((128, 128, 3), np.uint8)])
+    assert r["masks"].shape[:2] == (128, 128)
+
+
+def test_pyramid_from_p3_trains(tmp_path, shapes):
+    model = modellib.MaskRCNN("training", P3Config(), str(tmp_path))
+    history = model.train(shapes[0], shapes[1], 0.001, epochs=1, layers="all", progress=False)
+    assert np.isfinite(history[0]["loss"])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_compute_dtype_keeps_weights_boxes_and_predictions_float32(tmp_path, dtype):
+    class Precise(TinyConfig):
+        COMPUTE_DTYPE = dtype
+    model = modellib.MaskRCNN("inference", Precise(), str(tmp_path)).keras_model
+    assert model.get_layer("res3a_branch2a").compute_dtype == dtype
+    assert model.get_layer("fpn_p3").compute_dtype == dtype
+    for name in ["ROI", "roi_align_classifier", "mrcnn_class_logits", "mrcnn_bbox_fc",
+                 "mrcnn_mask", "mrcnn_detection"]:
+        assert model.get_layer(name).compute_dtype == "float32", name
+    assert {v.dtype for v in model.weights} == {"float32"}
+
+
+def test_bfloat16_computes_what_float32_computes_to_bfloat16_precision(tmp_path):
+    class Float32(TinyConfig):
+        COMPUTE_DTYPE = "float32"
+
+    class BFloat16(TinyConfig):
+        COMPUTE_DTYPE = "bfloat16"
+    full = modellib.MaskRCNN("inference", Float32(), str(tmp_path))
+    half = modellib.MaskRCNN("inference", BFloat16(), str(tmp_path))
+    half.keras_model.set_weights(full.keras_model.get_weights())
+    image = np.random.default_rng(0).integers(0, 255, (128, 128, 3)).astype(np.uint8)
+    molded, metas, _ = full.mold_inputs([image])
+    anchors = full.get_anchors(molded[0].shape)[None]
+    outputs_full = full._predict(molded, metas, anchors)
+    outputs_half = half._predict(molded, metas, anchors)
+    # Per-anchor outputs (the proposals themselves may come in another order). Untrained
+    # weights give RPN deltas up to about 60: compare relative to float32.
+    for index in (5, 6):     # RPN probabilities, RPN deltas
+        got, want = outputs_half[index].ravel(), outputs_full[index].ravel()
+        assert got.dtype == np.float32
+        assert np.corrcoef(got, want)[0, 1] > 0.999
+        assert np.median(np.abs(got - want) / (np.abs(want) + 1e-6)) < 0.02
+
+
+def test_auto_precision_follows_the_cpu_flags(tmp_path):
+    from mrcnn import precision
+    flags = tmp_path / "cpuinfo"
+    flags.write_text("processor: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16\n")
+    assert precision.cpu_has_native_bfloat16.__wrapped__(str(flags))
+    flags.write_text("processor: 0\nflags\t\t: fpu avx2 fma\n")
+    assert not precision.cpu_has_native_bfloat16.__wrapped__(str(flags))
+    assert not precision.cpu_has_native_bfloat16.__wrapped__(str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="COMPUTE_DTYPE"):
+        precision.compute_dtype(type("C", (), {"COMPUTE_DTYPE": "float16"})())

@@ -1,0 +1,154 @@
+"""Where a training step and an inference spend their time, stage by stage.
+
+    python3 bench/profile_step.py [--size 768] [--threads N] [--steps 3] [--config seed|wbc]
+
+Times cumulative prefixes of the real graphs (Keras sub-models cut at a stage's last layer):
+forward only, and forward + backward to the trainable weights of the config's layers (3+)
+with the sum of the means of all outputs so far as a stand-in loss. A stage's cost is the difference
+between its prefix and the previous one. The last row of each table is the real step
+(train_step with the optimizer; detect() with molding and unmolding). Prints a Markdown
+table per mode and one JSON line. A benchmark: it prints figures and asserts nothing.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "bench"))
+
+from speed import TwoCells, make_config, timed  # noqa: E402
+
+# (stage, layer names whose outputs end the prefix). Training graph.
+TRAIN_STAGES = [
+    ("backbone C1-C5 (ResNet)", ["res2c_out", "res3d_out", "res4f_out", "res5c_out"]),
+    ("FPN P2-P6", ["fpn_p2", "fpn_p3", "fpn_p4", "fpn_p5", "fpn_p6"]),
+    ("RPN head (shared conv, P2-P6)", ["rpn_class_logits", "rpn_class", "rpn_bbox"]),
+    ("proposals (top-k, deltas, NMS)", ["ROI"]),
+    ("detection targets", ["proposal_targets"]),
+    ("ROIAlign + classifier/box head", ["mrcnn_class_logits", "mrcnn_bbox"]),
+    ("ROIAlign + mask head", ["mrcnn_mask"]),
+]
+INFER_STAGES = TRAIN_STAGES[:2] + [
+    ("RPN head (shared conv, P2-P6)", ["rpn_class", "rpn_bbox"]),
+    ("proposals (top-k, deltas, NMS)", ["ROI"]),
+    ("ROIAlign + classifier/box head", ["mrcnn_class", "mrcnn_bbox"]),
+    ("detections (per-class NMS)", ["mrcnn_detection"]),
+    ("ROIAlign + mask head (detected rows)", ["mrcnn_mask_rows"]),
+]
+
+
+def cumulative(stages):
+    """[(stage, the output layers of this stage and all before it)]: every prefix keeps the
+    earlier stages' outputs in its stand-in loss, so their backward passes are counted too
+    (gradients do not flow back through proposals)."""
+    names = []
+    return [(stage, names := names + layers) for stage, layers in stages]
+
+
+def outputs_of(model, names):
+    out = []
+    for name in names:
+        layer = model.get_layer(name)
+        out += list(layer.output) if isinstance(layer.output, (list, tuple)) else [layer.output]
+    return out
+
+
+def prefix_timer(model, names, inputs, backward):
+    """Median seconds of one call of the prefix ending at the layers in `names`."""
+    import tensorflow as tf
+    import keras
+    sub = keras.Model(model.inputs, outputs_of(model, names))
+    trainable = sub.trainable_variables
+
+    def stand_in_loss(outs):
+        return tf.add_n([tf.reduce_mean(tf.cast(o, tf.float32)) for o in tf.nest.flatten(outs)
+                         if o.dtype.is_floating])
+
+    @tf.function
+    def forward(x):
+        return stand_in_loss(sub(list(x), training=True))
+
+    @tf.function
+    def forward_backward(x):
+        with tf.GradientTape() as tape:
+            loss = stand_in_loss(sub(list(x), training=True))
+        grads = [g for g in tape.gradient(loss, trainable) if g is not None]
+        return loss, tf.add_n([tf.reduce_sum(g) for g in grads]) if grads else loss
+
+    fn = forward_backward if backward else forward
+    return lambda: tf.nest.map_structure(lambda t: t.numpy(), fn(inputs))
+
+
+def table(title, rows):
+    lines = [f"\n{title}\n", "| stage | cumulative s | stage s | share |", "|---|---|---|---|"]
+    total = rows[-1][1]
+    prev = 0.0
+    for name, cum in rows:
+        lines.append(f"| {name} | {cum:.3f} | {cum - prev:.3f} | {100 * (cum - prev) / total:.0f}% |")
+        prev = cum
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--size", type=int, default=768)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--config", choices=["seed", "wbc"], default="seed")
+    ap.add_argument("--inference-only", action="store_true")
+    args = ap.parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    import keras
+    from mrcnn import model as modellib
+    from mrcnn.data import TrainingInput, build_training_sample
+
+    config = make_config(args.config, args.size)
+    data = TwoCells(args.size, config.NUM_CLASSES).dataset
+    model = modellib.MaskRCNN("training", config, "/tmp/bench_logs")
+    model.set_trainable(modellib.LAYER_REGEX["3+"], verbose=0)
+    batch = tuple(tf.constant(x) for x in next(TrainingInput(data, config, seed=0).batches()))
+    result = {"config": args.config, "size": args.size, "threads": args.threads}
+
+    model.get_anchors(config.IMAGE_SHAPE)
+    input_s = timed(lambda: build_training_sample(data, config, 0, model.anchors), args.steps)
+    result["input_sample_s"] = round(input_s, 3)
+
+    modes = [] if args.inference_only else [("train forward", False),
+                                            ("train forward+backward", True)]
+    for mode, backward in modes:
+        rows = [(name, timed(prefix_timer(model.keras_model, names, batch, backward), args.steps))
+                for name, names in cumulative(TRAIN_STAGES)]
+        if backward:
+            optimizer = keras.optimizers.SGD(0.001, momentum=0.9, clipnorm=5.0)
+            optimizer.build(model.keras_model.trainable_variables)
+            train_step, _ = model._make_steps(optimizer)
+            rows.append(("losses, L2, clipping, SGD update (real train_step)", timed(
+                lambda: [t.numpy() for t in tf.nest.flatten(train_step(batch))], args.steps)))
+        print(table(f"{mode}, {args.config}, {args.size}x{args.size}, {args.threads} threads",
+                    rows))
+        result[mode] = {name: round(t, 3) for name, t in rows}
+
+    del model
+    infer = modellib.MaskRCNN("inference", config, "/tmp/bench_logs")
+    image = data.load_image(0)
+    molded, metas, _ = infer.mold_inputs([image])
+    anchors = infer.get_anchors(molded[0].shape)[None]
+    inputs = (tf.constant(molded, tf.float32), tf.constant(metas, tf.float32),
+              tf.constant(anchors, tf.float32))
+    rows = [(name, timed(prefix_timer(infer.keras_model, names, inputs, False), args.steps))
+            for name, names in cumulative(INFER_STAGES)]
+    rows.append(("mold, unmold, masks to image size (real detect())",
+                 timed(lambda: infer.detect([image]), args.steps)))
+    print(table(f"inference, {args.config}, {args.size}x{args.size}, {args.threads} threads", rows))
+    result["inference"] = {name: round(t, 3) for name, t in rows}
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
