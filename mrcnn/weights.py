@@ -21,6 +21,8 @@ import h5py
 import keras
 import numpy as np
 
+from mrcnn.durable import fsync_folder
+
 # Order of a layer's tensors in the file (Keras 2: trainable then non-trainable).
 _WEIGHT_ORDER = ["kernel", "bias", "gamma", "beta", "moving_mean", "moving_variance"]
 COCO_FILE_BYTES = 257_557_808  # size of Matterport's mask_rcnn_coco.h5 release file
@@ -197,19 +199,6 @@ def _bytes_array(names):
     return np.array([n.encode("utf8") for n in names], dtype=f"S{max([len(n) for n in names] + [1])}")
 
 
-def _fsync_folder(folder):
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _disk_full(exc):
     """HDF5 reports a full disk in its message text only (no errno on the exception)."""
     return (getattr(exc, "errno", None) in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
@@ -265,4 +254,4 @@ def save_weights(keras_model, path):
         if isinstance(exc, OSError) and not isinstance(exc, WeightsWriteError):
             raise _write_error(exc, path, folder, nbytes) from exc
         raise
-    _fsync_folder(folder)
+    fsync_folder(folder)

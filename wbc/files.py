@@ -11,24 +11,12 @@ import json
 import os
 import shutil
 
+from mrcnn.durable import fsync_folder
+
 # Temporary names used by the writers: "<name>.tmp" (JSON, CSV), ".tmp-*.h5" (weights),
 # ".<name>.tmp-*" (curves) and ".<name>.<pid>.<n>.tmp" (PNG files).
 _PLAIN_TMP_TARGETS = ("losses.csv", "config.json", "detections.json", "counts.csv")
 _DISK_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
-
-
-def fsync_folder(folder):
-    """Make a rename inside folder durable (a no-op where folders cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def write_json(path, data, indent=None):
