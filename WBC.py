@@ -13,6 +13,7 @@ Run `python3 WBC.py COMMAND --help` for each command's flags and an example. Bad
 reported as one line and exit code 2.
 """
 import argparse
+import collections
 import json
 import logging
 import math
@@ -156,7 +157,7 @@ def class_balance_weights(dataset, power):
     if not power:
         return None
     names = [info["class_name"] for info in dataset.image_info]
-    counts = {name: names.count(name) for name in set(names)}
+    counts = collections.Counter(names)
     return [counts[name] ** -float(power) for name in names]
 
 

@@ -62,12 +62,13 @@ def main():
         seconds = time.perf_counter() - start
         with open(os.path.join(tmp, "out", "detections.json")) as f:
             detections = len(json.load(f))
+    from mrcnn.precision import compute_dtype
     config = model.config
     print(json.dumps({
         "images": len(files), "image_size": "720x576", "threads": args.threads,
         "weights": args.weights or "random (WBCConfig)", "backbone": config.BACKBONE,
         "model_input": int(config.IMAGE_MAX_DIM), "pyramid_min_level": config.PYRAMID_MIN_LEVEL,
-        "compute_dtype": __import__("mrcnn.precision").precision.compute_dtype(config),
+        "compute_dtype": compute_dtype(config),
         "detections": detections, "seconds": round(seconds, 2),
         "seconds_per_image": round(seconds / len(files), 3),
         "images_per_hour": round(3600 * len(files) / seconds)}))

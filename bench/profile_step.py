@@ -1,6 +1,8 @@
 """Where a training step and an inference spend their time, stage by stage.
 
     python3 bench/profile_step.py [--size 768] [--threads N] [--steps 3] [--config seed|wbc]
+                                  [--dtype auto|float32|bfloat16] [--pyramid-min-level 2|3]
+                                  [--inference-only]
 
 Times cumulative prefixes of the real graphs (Keras sub-models cut at a stage's last layer):
 forward only, and forward + backward to the trainable weights of the config's layers (3+)
@@ -9,17 +11,15 @@ between its prefix and the previous one. The last row of each table is the real 
 (train_step with the optimizer; detect() with molding and unmolding). Prints a Markdown
 table per mode and one JSON line. A benchmark: it prints figures and asserts nothing.
 """
-import argparse
 import json
 import os
 import sys
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 
-from speed import TwoCells, make_config, timed  # noqa: E402
+from speed import TwoCells, bench_arguments, make_config, start_tensorflow, timed  # noqa: E402
 
 # (stage, layer names whose outputs end the prefix). Training graph.
 TRAIN_STAGES = [
@@ -93,30 +93,25 @@ def table(title, rows):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--size", type=int, default=768)
-    ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--steps", type=int, default=3)
-    ap.add_argument("--config", choices=["seed", "wbc"], default="seed")
+    ap = bench_arguments(__doc__.split("\n")[0], steps=3)
     ap.add_argument("--inference-only", action="store_true")
     args = ap.parse_args()
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    tf = start_tensorflow(args.threads)
     import keras
     from mrcnn import model as modellib
-    from mrcnn.data import TrainingInput, build_training_sample
+    from mrcnn.data import TrainingInput, build_training_sample, get_anchors_pixels
 
-    config = make_config(args.config, args.size)
+    config = make_config(args.config, args.size, args.dtype, args.pyramid_min_level)
     data = TwoCells(args.size, config.NUM_CLASSES).dataset
     model = modellib.MaskRCNN("training", config, "/tmp/bench_logs")
     model.set_trainable(modellib.LAYER_REGEX["3+"], verbose=0)
     batch = tuple(tf.constant(x) for x in next(TrainingInput(data, config, seed=0).batches()))
-    result = {"config": args.config, "size": args.size, "threads": args.threads}
+    from mrcnn.precision import compute_dtype
+    result = {"config": args.config, "size": args.size, "threads": args.threads,
+              "compute_dtype": compute_dtype(config), "pyramid_min_level": config.PYRAMID_MIN_LEVEL}
 
-    model.get_anchors(config.IMAGE_SHAPE)
-    input_s = timed(lambda: build_training_sample(data, config, 0, model.anchors), args.steps)
+    anchors = get_anchors_pixels(config, config.IMAGE_SHAPE)
+    input_s = timed(lambda: build_training_sample(data, config, 0, anchors), args.steps)
     result["input_sample_s"] = round(input_s, 3)
 
     modes = [] if args.inference_only else [("train forward", False),

@@ -23,16 +23,31 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PEER = os.path.join(os.path.dirname(ROOT), "shared", "bench", "peer_torchvision.py")
 
 
-def parse_args():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def bench_arguments(description, steps):
+    """A parser with the flags the model benchmarks share (speed.py, profile_step.py)."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--size", type=int, default=768)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=steps)
     ap.add_argument("--config", choices=["seed", "wbc"], default="seed")
     ap.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
                     help="COMPUTE_DTYPE (auto: bfloat16 on CPUs with native bfloat16)")
     ap.add_argument("--pyramid-min-level", type=int, choices=[2, 3], default=None,
                     help="override PYRAMID_MIN_LEVEL (seed: 2, wbc: WBCConfig's)")
+    return ap
+
+
+def start_tensorflow(threads):
+    """Import TensorFlow with `threads` intra- and inter-op threads; returns the module."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    return tf
+
+
+def parse_args():
+    ap = bench_arguments(__doc__.split("\n")[0], steps=5)
     ap.add_argument("--peer-python", default=None)
     return ap.parse_args()
 
@@ -93,9 +108,7 @@ def timed(fn, n):
 
 
 def measure_ours(args):
-    import tensorflow as tf
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    tf = start_tensorflow(args.threads)
     import keras
     from mrcnn import model as modellib
     from mrcnn.data import TrainingInput
@@ -138,7 +151,6 @@ def measure_peer(args):
 def main():
     args = parse_args()
     sys.path.insert(0, ROOT)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     result = measure_ours(args)
     if args.peer_python:
         peer = measure_peer(args)
