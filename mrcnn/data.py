@@ -176,8 +176,10 @@ class TrainingInput:
         self.probabilities = None
         if sample_weights is not None:
             weights = np.asarray(sample_weights, np.float64)
-            if weights.shape != (len(dataset.image_ids),) or (weights < 0).any() or not weights.sum():
-                raise ValueError("sample_weights needs one number >= 0 per image, not all 0")
+            if (weights.shape != (len(dataset.image_ids),) or not np.isfinite(weights).all()
+                    or (weights < 0).any() or not weights.sum()):
+                raise ValueError("sample_weights needs one finite number >= 0 per image, "
+                                 "not all 0")
             self.probabilities = weights / weights.sum()
 
     def _image_id_stream(self):

@@ -90,6 +90,9 @@ def test_train_from_matterport_coco_weights(tmp_path, synth_data):
                  env={"WBC_COCO_WEIGHTS": str(coco)})
     assert result.returncode == 0, result.stdout + result.stderr
     assert "COCO" in result.stdout and "Training layers 3+" in result.stdout
+    (saved,) = (tmp_path / "logs").glob("wbc*/config.json")
+    saved = json.loads(saved.read_text())
+    assert (saved["BACKBONE"], saved["LEARNING_RATE"]) == ("resnet50", 0.001)
     (checkpoint,) = (tmp_path / "logs").glob("wbc*/mask_rcnn_wbc_0001.h5")
     with h5py.File(checkpoint, "r") as f:       # the frozen stem still holds COCO's values
         np.testing.assert_array_equal(f["conv1/conv1/kernel:0"][()], written["conv1"][0])
@@ -138,7 +141,11 @@ def test_train_resume_detect_evaluate(tmp_path, synth_data):
     assert "Checkpoints go to" in first.stdout
     (run_dir,) = [d for d in logs.iterdir() if d.name.startswith("wbc")]
     assert (run_dir / "mask_rcnn_wbc_0001.h5").is_file()
-    assert json.loads((run_dir / "config.json").read_text())["IMAGE_MAX_DIM"] == 128
+    saved = json.loads((run_dir / "config.json").read_text())
+    assert saved["IMAGE_MAX_DIM"] == 128
+    # --weights=none trains with the from-scratch recipe (WBCConfig + SCRATCH_RECIPE)
+    assert (saved["BACKBONE"], saved["LEARNING_RATE"], saved["TRAIN_BN"]) == ("small", 0.005, False)
+    assert saved["LOSS_WEIGHTS"]["mrcnn_class_loss"] == 3 and saved["TRAIN_ROIS_PER_IMAGE"] == 32
     second = run("train", "--weights=last", "--epochs=2", *common)
     assert second.returncode == 0, second.stdout + second.stderr
     assert (run_dir / "mask_rcnn_wbc_0002.h5").is_file()

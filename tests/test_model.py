@@ -4,8 +4,10 @@ import csv
 import os
 
 import h5py
+import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from conftest import TinyConfig
 from matterport_h5 import write_full_model_h5, write_matterport_h5
@@ -389,3 +391,20 @@ def test_auto_precision_follows_the_cpu_flags(tmp_path):
     assert not precision.cpu_has_native_bfloat16.__wrapped__(str(tmp_path / "missing"))
     with pytest.raises(ValueError, match="COMPUTE_DTYPE"):
         precision.compute_dtype(type("C", (), {"COMPUTE_DTYPE": "float16"})())
+
+
+def test_loss_weights_scale_each_loss_in_the_total(tmp_path, shapes):
+    """WBCConfig weights the classifier loss 3x; the total must be the weighted sum."""
+    class Weighted(TinyConfig):
+        BACKBONE = "small"
+        WEIGHT_DECAY = 0.
+        LOSS_WEIGHTS = dict(TinyConfig.LOSS_WEIGHTS, mrcnn_class_loss=3., rpn_bbox_loss=0.5)
+    config = Weighted()
+    model = modellib.MaskRCNN("training", config, str(tmp_path))
+    batch = next(TrainingInput(shapes[0], config, seed=0).batches())
+    _, eval_step = model._make_steps(keras.optimizers.SGD(0.01))
+    total, losses = eval_step(tuple(tf.constant(x) for x in batch))
+    weights = [config.LOSS_WEIGHTS[name] for name in modellib.LOSS_NAMES]
+    assert float(losses[modellib.LOSS_NAMES.index("mrcnn_class_loss")]) > 0
+    assert float(total) == pytest.approx(sum(w * float(x) for w, x in zip(weights, losses)),
+                                         rel=1e-5)

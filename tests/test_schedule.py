@@ -46,6 +46,6 @@ def test_sample_weights_draw_images_in_proportion():
     drawn = np.array([next(ids) for _ in range(4000)])
     assert set(drawn) == {1, 2}
     assert np.mean(drawn == 1) == pytest.approx(0.75, abs=0.03)
-    for bad in ([1, 1], [0, 0, 0, 0], [1, -1, 1, 1]):
+    for bad in ([1, 1], [0, 0, 0, 0], [1, -1, 1, 1], [1, np.nan, 1, 1], [1, np.inf, 1, 1]):
         with pytest.raises(ValueError, match="sample_weights"):
             TrainingInput(data, TinyConfig(), sample_weights=bad)
