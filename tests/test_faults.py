@@ -33,7 +33,9 @@ TINY = ["--image-size=128", "--steps-per-epoch=1", "--validation-steps=1", "--au
 
 
 def train_args(data, logs, weights, epochs=1000, seed=0):
-    fresh = ["--backbone=small", f"--lr={LR}"] if weights == "none" else []
+    # A constant rate, so every losses.csv row can be checked against LR (a resume keeps it).
+    fresh = (["--backbone=small", f"--lr={LR}", "--lr-schedule=constant", "--warmup=0"]
+             if weights == "none" else [])
     return ["train", f"--dataset={data}", f"--logs={logs}", f"--weights={weights}",
             f"--epochs={epochs}", f"--seed={seed}"] + TINY + fresh
 

@@ -1,5 +1,5 @@
 """Slow: the from-scratch recipe (train --weights=none defaults) on real cells learns to find,
-outline and name them. A fifth of the README's 15,000-step run (about 14 minutes on 2 cores),
+outline and name them. A fifth of the README's 15,000-step run (about 15 minutes on 2 cores),
 scored on wbc-zheng2018/val by `WBC.py evaluate`; skipped where the data is absent."""
 import json
 import os
@@ -27,9 +27,10 @@ def test_recipe_from_scratch_finds_outlines_and_names_real_cells(tmp_path):
     assert evaluate.returncode == 0, evaluate.stderr[-2000:]
     metrics = json.loads((report / "metrics.json").read_text())
     print("\n" + metrics["summary"])
-    # Floors well under the measured 3,000-step figures (README), far above a model that
-    # names nothing (AP 0, nothing matched) or every cell by the class prior (AP50 ~0.15).
+    # Floors under the measured 3,000-step figures (README: AP50 0.47, 13 cells matched at
+    # score >= 0.7, 11 of them named right, Dice 0.93), far above a model that names nothing
+    # (AP 0, nothing matched) or names every cell by the class prior (AP50 about 0.15).
     assert metrics["coco"]["mask"]["AP50"] >= 0.25
-    assert metrics["detection"]["matched"] >= 10
+    assert metrics["detection"]["matched"] >= 5
     assert metrics["detection"]["class_accuracy"] >= 0.6
     assert metrics["segmentation"]["dice_mean"] >= 0.9
