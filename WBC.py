@@ -302,7 +302,7 @@ def cmd_train(args):
     saved_layers = base.pop("LAYERS", None)
     scratch = SCRATCH_RECIPE if args.weights == "none" else {}
     flags = {**image_size_config(args.image_size),
-             "BACKBONE": args.backbone or base.get("BACKBONE") or scratch.get("BACKBONE"),
+             "BACKBONE": args.backbone,
              "PYRAMID_MIN_LEVEL": PYRAMID_LEVELS.get(args.pyramid),
              "COMPUTE_DTYPE": args.precision,
              "CLASS_BALANCE": args.class_balance,

@@ -23,7 +23,7 @@ DEMO_CONFIG = {"TOP_DOWN_PYRAMID_SIZE": 64, "FPN_CLASSIF_FC_LAYERS_SIZE": 256,
                "PYRAMID_MIN_LEVEL": 2, "COMPUTE_DTYPE": "float32",
                "RPN_ANCHOR_SCALES": (16, 32, 64, 128, 256), "TRAIN_ROIS_PER_IMAGE": 64,
                "POST_NMS_ROIS_TRAINING": 500, "POST_NMS_ROIS_INFERENCE": 300,
-               # Minutes on synthetic smears, not the night-long recipe on real cells: the
+               # Minutes on synthetic smears, not the hour-long recipe on real cells: the
                # demo keeps the settings its figures in the README were measured with.
                "TRAIN_BN": None, "LEARNING_RATE_SCHEDULE": "constant",
                "LEARNING_RATE_WARMUP_STEPS": 0, "CLASS_BALANCE": 0.0,
