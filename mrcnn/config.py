@@ -70,6 +70,11 @@ class Config:
     LEARNING_RATE_WARMUP_STEPS = 0          # our addition: linear ramp over the first steps
     LEARNING_MOMENTUM = 0.9
     WEIGHT_DECAY = 0.0001
+    # Our addition. "matterport": the loss gains WEIGHT_DECAY * sum(w^2) / size(w) per weight
+    # tensor, Matterport's term, which hardly decays a large layer (1e-11 per element of a
+    # 12.8 M-weight head layer). "sgd": (WEIGHT_DECAY / 2) * sum(w^2), i.e. every weight shrinks
+    # by lr * WEIGHT_DECAY * w per step, as torchvision's SGD(weight_decay=...).
+    WEIGHT_DECAY_MODE = "matterport"
     LOSS_WEIGHTS = {
         "rpn_class_loss": 1.,
         "rpn_bbox_loss": 1.,

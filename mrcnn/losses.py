@@ -78,3 +78,19 @@ def mrcnn_mask_loss_graph(target_masks, target_class_ids, pred_masks):
     pred = tf.clip_by_value(pred, eps, 1. - eps)
     bce = -(y_true * tf.math.log(pred) + (1. - y_true) * tf.math.log(1. - pred))
     return _safe_mean(bce)
+
+
+
+def l2_penalty(weight_decay, mode):
+    """A function variables -> scalar L2 term (ValueError now for an unknown mode).
+    mode "matterport": weight_decay * sum(w^2) / size(w) per tensor; "sgd":
+    (weight_decay / 2) * sum(w^2), whose gradient weight_decay * w is torchvision's SGD
+    weight decay."""
+    if mode == "matterport":
+        return lambda variables: tf.add_n([weight_decay * tf.reduce_sum(tf.square(v))
+                                           / tf.cast(tf.size(v), tf.float32)
+                                           for v in variables])
+    if mode == "sgd":
+        return lambda variables: tf.add_n([0.5 * weight_decay * tf.reduce_sum(tf.square(v))
+                                           for v in variables])
+    raise ValueError(f"WEIGHT_DECAY_MODE must be 'matterport' or 'sgd', not {mode!r}")

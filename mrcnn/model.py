@@ -31,7 +31,7 @@ from mrcnn.data import (TrainingInput, compose_image_meta, data_generator,  # no
                         load_image_gt, mold_image, parse_image_meta, unmold_image)
 from mrcnn.heads import build_fpn_mask_graph, fpn_classifier_graph
 from mrcnn import precision, schedule
-from mrcnn.losses import (mrcnn_bbox_loss_graph, mrcnn_class_loss_graph,  # noqa: F401
+from mrcnn.losses import (l2_penalty, mrcnn_bbox_loss_graph, mrcnn_class_loss_graph,  # noqa: F401
                           mrcnn_mask_loss_graph, rpn_bbox_loss_graph, rpn_class_loss_graph,
                           smooth_l1_loss)
 from mrcnn.roi import (DetectionLayer, DetectionTargetLayer, LeadingRows,  # noqa: F401
@@ -363,6 +363,7 @@ class MaskRCNN:
         config, model = self.config, self.keras_model
         trainable = model.trainable_variables
         l2_vars = self._l2_variables()
+        penalty = l2_penalty(config.WEIGHT_DECAY, config.WEIGHT_DECAY_MODE)
         loss_weights = [float(config.LOSS_WEIGHTS.get(n, 1.)) for n in LOSS_NAMES]
 
         def total_loss(batch, training):
@@ -370,8 +371,7 @@ class MaskRCNN:
             losses = [tf.reduce_mean(x) for x in outputs[-5:]]
             total = tf.add_n([w * x for w, x in zip(loss_weights, losses)])
             if l2_vars:
-                total += tf.add_n([config.WEIGHT_DECAY * tf.reduce_sum(tf.square(v))
-                                   / tf.cast(tf.size(v), tf.float32) for v in l2_vars])
+                total += penalty(l2_vars)
             return total, losses
 
         @tf.function(reduce_retracing=True)

@@ -408,3 +408,35 @@ def test_loss_weights_scale_each_loss_in_the_total(tmp_path, shapes):
     assert float(losses[modellib.LOSS_NAMES.index("mrcnn_class_loss")]) > 0
     assert float(total) == pytest.approx(sum(w * float(x) for w, x in zip(weights, losses)),
                                          rel=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["matterport", "sgd"])
+def test_weight_decay_term_in_the_total_follows_its_mode(tmp_path, shapes, mode):
+    """total = sum of the losses + the L2 term: Matterport's wd * sum(w^2) / size(w) per
+    tensor, or SGD's (wd / 2) * sum(w^2), over every trainable weight but BN gamma/beta."""
+    class Decayed(TinyConfig):
+        BACKBONE = "small"
+        WEIGHT_DECAY = 1.     # large, so that the term stands well above float32 rounding
+        WEIGHT_DECAY_MODE = mode
+    config = Decayed()
+    model = modellib.MaskRCNN("training", config, str(tmp_path))
+    batch = next(TrainingInput(shapes[0], config, seed=0).batches())
+    _, eval_step = model._make_steps(keras.optimizers.SGD(0.01))
+    total, losses = eval_step(tuple(tf.constant(x) for x in batch))
+    weights = [np.asarray(v, np.float64) for v in model.keras_model.trainable_variables
+               if "gamma" not in v.path and "beta" not in v.path]
+    if mode == "sgd":
+        penalty = 0.5 * sum(np.sum(w ** 2) for w in weights)
+    else:
+        penalty = sum(np.sum(w ** 2) / w.size for w in weights)
+    assert penalty > 1e-2
+    assert float(total) - sum(float(x) for x in losses) == pytest.approx(penalty, rel=1e-4)
+
+
+def test_unknown_weight_decay_mode_is_refused(tmp_path, shapes):
+    class Typo(TinyConfig):
+        BACKBONE = "small"
+        WEIGHT_DECAY_MODE = "adamw"
+    model = modellib.MaskRCNN("training", Typo(), str(tmp_path))
+    with pytest.raises(ValueError, match="WEIGHT_DECAY_MODE"):
+        model._make_steps(keras.optimizers.SGD(0.01))

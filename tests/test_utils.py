@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mrcnn import utils
+from mrcnn import download, np_boxes, utils
 
 SQ2 = math.sqrt(2.0)
 
@@ -116,7 +116,7 @@ def test_compute_overlaps_chunked_equals_bruteforce(monkeypatch):
     b2 = np.concatenate([yx, yx + rng.uniform(1, 20, (7, 2))], axis=1)
     brute = np.array([[utils.compute_iou(a, b[None], (a[2] - a[0]) * (a[3] - a[1]),
                                          [(b[2] - b[0]) * (b[3] - b[1])])[0] for b in b2] for a in b1])
-    monkeypatch.setattr(utils, "_OVERLAP_CHUNK_ELEMENTS", 50)  # 1 column per block
+    monkeypatch.setattr(np_boxes, "_OVERLAP_CHUNK_ELEMENTS", 50)  # 1 column per block
     np.testing.assert_allclose(utils.compute_overlaps(b1, b2), brute, rtol=1e-12)
 
 
@@ -552,7 +552,7 @@ class FakeResponse:
 def test_download_offline_raises_clear_error(tmp_path, monkeypatch):
     def offline(*args, **kwargs):
         raise urllib.error.URLError("no network")
-    monkeypatch.setattr(utils.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(download.urllib.request, "urlopen", offline)
     target = tmp_path / "mask_rcnn_coco.h5"
     with pytest.raises(RuntimeError) as err:
         utils.download_trained_weights(str(target), verbose=0)
@@ -563,11 +563,11 @@ def test_download_offline_raises_clear_error(tmp_path, monkeypatch):
 def test_download_size_check_and_success(tmp_path, monkeypatch):
     payload = b"\x89HDF\r\n\x1a\n" + b"x" * 3000
     target = tmp_path / "w.h5"
-    monkeypatch.setattr(utils.urllib.request, "urlopen", lambda *a, **k: FakeResponse(payload, len(payload) + 5))
+    monkeypatch.setattr(download.urllib.request, "urlopen", lambda *a, **k: FakeResponse(payload, len(payload) + 5))
     with pytest.raises(RuntimeError, match="failed"):
         utils.download_trained_weights(str(target), verbose=0)
     assert list(tmp_path.iterdir()) == []
-    monkeypatch.setattr(utils.urllib.request, "urlopen", lambda *a, **k: FakeResponse(payload, len(payload)))
+    monkeypatch.setattr(download.urllib.request, "urlopen", lambda *a, **k: FakeResponse(payload, len(payload)))
     utils.download_trained_weights(str(target), verbose=0)
     assert target.read_bytes() == payload
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.h5"]
