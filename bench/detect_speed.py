@@ -50,7 +50,9 @@ def main():
         files = make_smears(tmp, args.images)
         weights = args.weights
         if weights is None:
+            import keras
             from mrcnn import model as modellib
+            keras.utils.set_random_seed(0)      # the same random weights, run after run
             weights = os.path.join(tmp, "random.h5")
             modellib.MaskRCNN("inference", WBC.WBCConfig(), tmp).save_weights(weights)
         model, _ = WBC.inference_model(weights, os.path.join(tmp, "logs"),
