@@ -80,7 +80,6 @@ def mrcnn_mask_loss_graph(target_masks, target_class_ids, pred_masks):
     return _safe_mean(bce)
 
 
-
 def l2_penalty(weight_decay, mode):
     """A function variables -> scalar L2 term (ValueError now for an unknown mode).
     mode "matterport": weight_decay * sum(w^2) / size(w) per tensor; "sgd":
