@@ -86,7 +86,7 @@ SAVED_CONFIG_KEYS = ["LAYERS", "BACKBONE", "PYRAMID_MIN_LEVEL", "LEARNING_RATE_S
                      "TOP_DOWN_PYRAMID_SIZE", "FPN_CLASSIF_FC_LAYERS_SIZE", "MEAN_PIXEL",
                      "POST_NMS_ROIS_INFERENCE", "DETECTION_MAX_INSTANCES",
                      "DETECTION_MIN_CONFIDENCE", "DETECTION_NMS_THRESHOLD", "RPN_NMS_THRESHOLD",
-                     "LEARNING_RATE", "TRAIN_ROIS_PER_IMAGE", "LOSS_WEIGHTS"]
+                     "LEARNING_RATE", "TRAIN_ROIS_PER_IMAGE", "LOSS_WEIGHTS", "COLOR_NORMALIZATION"]
 
 
 def make_config(base=WBCConfig, given=None, **flags):
@@ -306,6 +306,7 @@ def cmd_train(args):
              "PYRAMID_MIN_LEVEL": PYRAMID_LEVELS.get(args.pyramid),
              "COMPUTE_DTYPE": args.precision,
              "CLASS_BALANCE": args.class_balance,
+             "COLOR_NORMALIZATION": args.color_norm,
              "LEARNING_RATE_SCHEDULE": args.lr_schedule,
              "LEARNING_RATE_WARMUP_STEPS": args.warmup,
              "STEPS_PER_EPOCH": args.steps_per_epoch,
@@ -638,6 +639,9 @@ def build_parser():
     p.add_argument("--class-balance", type=number(float, 0), default=None, metavar="POWER",
                    help="draw training images by (images of their class) ** -POWER: 0.5 "
                         "shows rare classes more often, 0 = uniform (default: WBCConfig's)")
+    p.add_argument("--color-norm", choices=["none", "per-image"], default=None,
+                   help="per-image: standardise each image's colour channels (training and "
+                        "inference), so smears of other stains look alike (default: WBCConfig's)")
     p.add_argument("--pyramid", choices=sorted(PYRAMID_LEVELS), default=None,
                    help="p3: RPN, anchors and ROIAlign from P3 (a third less compute; cells "
                         "larger than ~48 px); p2: Matterport's P2..P6 (default: WBCConfig's)")

@@ -47,6 +47,9 @@ class Config:
     IMAGE_MIN_SCALE = 0
     IMAGE_CHANNEL_COUNT = 3
     MEAN_PIXEL = np.array([123.7, 116.8, 103.9])    # RGB mean subtracted from the input
+    # Our addition (off = Matterport): "per-image" standardises each image's colour channels
+    # before resizing, in training and inference alike (mrcnn.np_images.normalize_colors).
+    COLOR_NORMALIZATION = "none"
 
     TRAIN_ROIS_PER_IMAGE = 200
     ROI_POSITIVE_RATIO = 0.33
@@ -94,7 +97,12 @@ class Config:
         self.refresh()
 
     def refresh(self):
-        """Recompute BATCH_SIZE, IMAGE_SHAPE and IMAGE_META_SIZE from the current attributes."""
+        """Recompute BATCH_SIZE, IMAGE_SHAPE and IMAGE_META_SIZE from the current attributes;
+        refuse an unknown COLOR_NORMALIZATION."""
+        from mrcnn.np_images import COLOR_NORMALIZATIONS
+        if self.COLOR_NORMALIZATION not in COLOR_NORMALIZATIONS:
+            raise ValueError(f"COLOR_NORMALIZATION={self.COLOR_NORMALIZATION!r}: use one of "
+                             f"{COLOR_NORMALIZATIONS}")
         self.BATCH_SIZE = self.IMAGES_PER_GPU * self.GPU_COUNT
         side = self.IMAGE_MIN_DIM if self.IMAGE_RESIZE_MODE == "crop" else self.IMAGE_MAX_DIM
         self.IMAGE_SHAPE = np.array([side, side, self.IMAGE_CHANNEL_COUNT])

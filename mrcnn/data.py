@@ -18,6 +18,7 @@ import numpy as np
 
 from mrcnn import utils
 from mrcnn.backbone import compute_backbone_shapes
+from mrcnn.np_images import normalize_colors
 from mrcnn.rpn_targets import build_rpn_targets
 
 logger = logging.getLogger("mrcnn")
@@ -89,14 +90,14 @@ def apply_augmentation(augmentation, image, mask):
 
 
 def load_image_gt(dataset, config, image_id, augmentation=None, use_mini_mask=False):
-    """Load, resize and (optionally) augment one image and its instances.
+    """Load, colour-normalise, resize and (optionally) augment one image and its instances.
 
     Returns image uint8 [H, W, C] (molded size, not mean-subtracted), image_meta [M],
     class_ids int32 [N], bbox int32 [N, 4] (pixels), mask bool [H, W, N] or
     [mh, mw, N] with use_mini_mask. Instances whose mask is empty after resizing and
     augmentation are dropped.
     """
-    image = dataset.load_image(image_id)
+    image = normalize_colors(dataset.load_image(image_id), config.COLOR_NORMALIZATION)
     mask, class_ids = dataset.load_mask(image_id)
     mask = np.asarray(mask).astype(bool)
     class_ids = np.asarray(class_ids).astype(np.int32)

@@ -37,6 +37,7 @@ from mrcnn.losses import (l2_penalty, mrcnn_bbox_loss_graph, mrcnn_class_loss_gr
 from mrcnn.roi import (DetectionLayer, DetectionTargetLayer, LeadingRows,  # noqa: F401
                        PadRowsTo, PyramidROIAlign, parse_image_meta_graph, positive_roi_count)
 from mrcnn.precision import FLOAT32_LAYER, Float32Layer
+from mrcnn.np_images import normalize_colors
 from mrcnn.rpn import ProposalLayer, build_rpn_model
 from mrcnn.rpn_targets import build_rpn_targets  # noqa: F401
 
@@ -516,7 +517,8 @@ class MaskRCNN:
         molded, metas, windows = [], [], []
         for image in images:
             resized, window, scale, _, _ = utils.resize_image(
-                image, min_dim=self.config.IMAGE_MIN_DIM, min_scale=self.config.IMAGE_MIN_SCALE,
+                normalize_colors(image, self.config.COLOR_NORMALIZATION),
+                min_dim=self.config.IMAGE_MIN_DIM, min_scale=self.config.IMAGE_MIN_SCALE,
                 max_dim=self.config.IMAGE_MAX_DIM, mode=self.config.IMAGE_RESIZE_MODE)
             molded.append(mold_image(resized, self.config))
             metas.append(compose_image_meta(0, image.shape, resized.shape, window, scale,

@@ -1,5 +1,5 @@
 """NumPy images and masks (part of Matterport's ``mrcnn.utils`` API, which re-exports it):
-dtype conversion to RGB uint8, resizing and padding, mini-masks and pasting masks back.
+dtype conversion to RGB uint8, colour normalisation, resizing and padding, mini-masks and pasting masks back.
 Box and mask conventions: :mod:`mrcnn.np_boxes`."""
 import random
 import warnings
@@ -55,6 +55,33 @@ def _to_rgb_uint8(image):
     if image.ndim != 3 or image.shape[-1] != 3:
         raise ValueError("Cannot convert an image of shape {} to RGB".format(image.shape))
     return np.ascontiguousarray(image, dtype=np.uint8)
+
+
+############################################################
+#  Colour normalisation
+############################################################
+
+COLOR_NORMALIZATIONS = ("none", "per-image")
+NORMALIZED_MEAN, NORMALIZED_STD = 128.0, 50.0   # uint8 levels each channel is mapped to
+
+
+def normalize_colors(image, mode):
+    """Colour-normalise one RGB uint8 image [H, W, 3] -> uint8 [H, W, 3].
+
+    "none" returns the image unchanged. "per-image" standardises each channel over the
+    image's pixels to mean NORMALIZED_MEAN and standard deviation NORMALIZED_STD levels,
+    clipped to 0..255. It removes the colour cast of a stain, a lamp or a camera's white
+    balance, so smears from different sources look alike to the network; the same call
+    runs in training and inference (Config.COLOR_NORMALIZATION).
+    """
+    if mode == "none":
+        return image
+    if mode != "per-image":
+        raise ValueError(f"COLOR_NORMALIZATION={mode!r}: use one of {COLOR_NORMALIZATIONS}")
+    pixels = image.reshape(-1, image.shape[-1]).astype(np.float32)
+    mean, std = pixels.mean(axis=0), np.maximum(pixels.std(axis=0), 1.0)
+    out = (image.astype(np.float32) - mean) * (NORMALIZED_STD / std) + NORMALIZED_MEAN
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
 
 ############################################################

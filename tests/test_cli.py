@@ -136,13 +136,13 @@ def test_train_resume_detect_evaluate(tmp_path, synth_data):
     logs = tmp_path / "logs"
     common = [f"--dataset={synth_data}", f"--logs={logs}", "--image-size=128",
               "--steps-per-epoch=2", "--validation-steps=1", "--seed=0", "--augment=none"]
-    first = run("train", "--weights=none", "--epochs=1", *common)
+    first = run("train", "--weights=none", "--epochs=1", "--color-norm=per-image", *common)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "Checkpoints go to" in first.stdout
     (run_dir,) = [d for d in logs.iterdir() if d.name.startswith("wbc")]
     assert (run_dir / "mask_rcnn_wbc_0001.h5").is_file()
     saved = json.loads((run_dir / "config.json").read_text())
-    assert saved["IMAGE_MAX_DIM"] == 128
+    assert (saved["IMAGE_MAX_DIM"], saved["COLOR_NORMALIZATION"]) == (128, "per-image")
     # --weights=none trains with the from-scratch recipe (WBCConfig + SCRATCH_RECIPE)
     assert (saved["BACKBONE"], saved["LEARNING_RATE"], saved["TRAIN_BN"]) == ("small", 0.005, False)
     assert saved["LOSS_WEIGHTS"]["mrcnn_class_loss"] == 3 and saved["TRAIN_ROIS_PER_IMAGE"] == 32

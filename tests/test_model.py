@@ -13,7 +13,8 @@ from conftest import TinyConfig
 from matterport_h5 import write_full_model_h5, write_matterport_h5
 from mrcnn import model as modellib
 from mrcnn.config import Config
-from mrcnn.data import TrainingInput
+from mrcnn.data import TrainingInput, load_image_gt, mold_image
+from mrcnn.np_images import normalize_colors, resize_image
 from mrcnn.weights import WeightsFileError, model_weight_map
 from shapes import ShapesDataset
 
@@ -91,6 +92,21 @@ def test_detect_contract(inference_model):
     assert ((r["class_ids"] >= 1) & (r["class_ids"] < 4)).all()
     with pytest.raises(ValueError, match="BATCH_SIZE"):
         inference_model.detect([image, image])
+
+
+def test_color_normalization_reaches_training_input_and_inference(inference_model, monkeypatch):
+    config = TinyConfig()
+    config.COLOR_NORMALIZATION = "per-image"
+    dataset = ShapesDataset(1, 100, seed=3)
+    image = dataset.load_image(0)
+    expected = resize_image(normalize_colors(image, "per-image"), min_dim=128, max_dim=128)[0]
+    assert (expected != resize_image(image, min_dim=128, max_dim=128)[0]).any()
+    np.testing.assert_array_equal(load_image_gt(dataset, config, 0)[0], expected)
+    monkeypatch.setattr(inference_model.config, "COLOR_NORMALIZATION", "per-image")
+    molded = inference_model.mold_inputs([image])[0]
+    np.testing.assert_array_equal(molded[0], mold_image(expected, config))
+    with pytest.raises(ValueError, match="COLOR_NORMALIZATION='lab'"):
+        type("Lab", (TinyConfig,), {"COLOR_NORMALIZATION": "lab"})()
 
 
 def test_anchor_count_at_1024_default_config():

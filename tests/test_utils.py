@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mrcnn import download, np_boxes, utils
+from mrcnn import download, np_boxes, np_images, utils
 
 SQ2 = math.sqrt(2.0)
 
@@ -572,3 +572,30 @@ def test_download_size_check_and_success(tmp_path, monkeypatch):
     assert target.read_bytes() == payload
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.h5"]
     assert utils.COCO_MODEL_URL.endswith("/v2.0/mask_rcnn_coco.h5")
+
+
+############################################################
+#  Colour normalisation
+############################################################
+
+def test_normalize_colors_removes_a_colour_cast():
+    rng = np.random.default_rng(0)
+    image = rng.integers(60, 200, (40, 50, 3)).astype(np.uint8)
+    cast = np.clip(image * np.array([0.6, 0.8, 0.5]) + np.array([90, 60, 30]), 0, 255)  # yellow
+    cast = np.round(cast).astype(np.uint8)
+    a = np_images.normalize_colors(image, "per-image")
+    b = np_images.normalize_colors(cast, "per-image")
+    assert a.dtype == np.uint8 and a.shape == image.shape
+    np.testing.assert_allclose(a.reshape(-1, 3).mean(0), 128, atol=0.6)
+    np.testing.assert_allclose(a.reshape(-1, 3).std(0), 50, atol=0.6)
+    # The same cell under another stain/white balance: equal up to the cast's rounding.
+    assert np.abs(a.astype(int) - b).max() <= 2
+    assert np.abs(image.astype(int) - cast).mean() > 20
+
+
+def test_normalize_colors_none_and_flat_channels_and_bad_mode():
+    image = np.full((8, 8, 3), 77, np.uint8)
+    assert np_images.normalize_colors(image, "none") is image
+    assert (np_images.normalize_colors(image, "per-image") == 128).all()   # no division by 0
+    with pytest.raises(ValueError, match="COLOR_NORMALIZATION='grey'"):
+        np_images.normalize_colors(image, "grey")
