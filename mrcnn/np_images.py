@@ -1,6 +1,6 @@
 """NumPy images and masks (part of Matterport's ``mrcnn.utils`` API, which re-exports it):
-dtype conversion to RGB uint8, colour normalisation, resizing and padding, mini-masks and pasting masks back.
-Box and mask conventions: :mod:`mrcnn.np_boxes`."""
+dtype conversion to RGB uint8, colour normalisation, resizing and padding, mini-masks and
+pasting masks back. Box and mask conventions: :mod:`mrcnn.np_boxes`."""
 import random
 import warnings
 
