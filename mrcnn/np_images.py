@@ -66,22 +66,30 @@ NORMALIZED_MEAN, NORMALIZED_STD = 128.0, 50.0   # uint8 levels each channel is m
 
 
 def normalize_colors(image, mode):
-    """Colour-normalise one RGB uint8 image [H, W, 3] -> uint8 [H, W, 3].
+    """Colour-normalise one RGB image [H, W, 3] (uint8, or any dtype _to_uint8 takes)
+    -> uint8 [H, W, 3].
 
     "none" returns the image unchanged. "per-image" standardises each channel over the
     image's pixels to mean NORMALIZED_MEAN and standard deviation NORMALIZED_STD levels,
     clipped to 0..255. It removes the colour cast of a stain, a lamp or a camera's white
     balance, so smears from different sources look alike to the network; the same call
-    runs in training and inference (Config.COLOR_NORMALIZATION).
+    runs in training and inference (Config.COLOR_NORMALIZATION). Statistics come from each
+    channel's 256-bin histogram and the mapping is a 256-entry lookup table.
     """
     if mode == "none":
         return image
     if mode != "per-image":
         raise ValueError(f"COLOR_NORMALIZATION={mode!r}: use one of {COLOR_NORMALIZATIONS}")
-    pixels = image.reshape(-1, image.shape[-1]).astype(np.float32)
-    mean, std = pixels.mean(axis=0), np.maximum(pixels.std(axis=0), 1.0)
-    out = (image.astype(np.float32) - mean) * (NORMALIZED_STD / std) + NORMALIZED_MEAN
-    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+    image = _to_uint8(image)
+    levels = np.arange(256, dtype=np.float64)
+    out = np.empty_like(image)
+    for c in range(image.shape[-1]):
+        hist = np.bincount(image[..., c].ravel(), minlength=256)
+        mean = hist @ levels / hist.sum()
+        std = max(np.sqrt(hist @ (levels - mean) ** 2 / hist.sum()), 1.0)
+        lut = np.clip(np.round((levels - mean) * (NORMALIZED_STD / std) + NORMALIZED_MEAN), 0, 255)
+        out[..., c] = lut.astype(np.uint8)[image[..., c]]
+    return out
 
 
 ############################################################
