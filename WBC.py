@@ -22,7 +22,7 @@ import re
 import sys
 import time
 
-from mrcnn.config import Config
+from mrcnn.config import COLOR_NORMALIZATIONS, Config
 from wbc.dataset import CLASS_NAMES, WBCDataset  # noqa: F401  (part of WBC.py's API)
 from wbc.errors import UserError
 from wbc.files import is_disk_full, remove_stale_temp_files, write_error_message, write_json
@@ -640,7 +640,7 @@ def build_parser():
     p.add_argument("--class-balance", type=number(float, 0), default=None, metavar="POWER",
                    help="draw training images by (images of their class) ** -POWER: 0.5 "
                         "shows rare classes more often, 0 = uniform (default: WBCConfig's)")
-    p.add_argument("--color-norm", choices=["none", "per-image"], default=None,
+    p.add_argument("--color-norm", choices=COLOR_NORMALIZATIONS, default=None,
                    help="per-image: standardise each image's colour channels (training and "
                         "inference), so smears of other stains look alike (default: WBCConfig's)")
     p.add_argument("--pyramid", choices=sorted(PYRAMID_LEVELS), default=None,

@@ -7,6 +7,14 @@ assigned after construction; call `refresh()` (our addition) if you do that.
 """
 import numpy as np
 
+COLOR_NORMALIZATIONS = ("none", "per-image")    # values of Config.COLOR_NORMALIZATION
+
+
+def check_color_normalization(mode):
+    """Raise ValueError unless `mode` is one of COLOR_NORMALIZATIONS."""
+    if mode not in COLOR_NORMALIZATIONS:
+        raise ValueError(f"COLOR_NORMALIZATION={mode!r}: use one of {COLOR_NORMALIZATIONS}")
+
 
 class Config:
     """Base configuration. All sizes are pixels unless stated otherwise."""
@@ -99,10 +107,7 @@ class Config:
     def refresh(self):
         """Recompute BATCH_SIZE, IMAGE_SHAPE and IMAGE_META_SIZE from the current attributes;
         refuse an unknown COLOR_NORMALIZATION."""
-        from mrcnn.np_images import COLOR_NORMALIZATIONS
-        if self.COLOR_NORMALIZATION not in COLOR_NORMALIZATIONS:
-            raise ValueError(f"COLOR_NORMALIZATION={self.COLOR_NORMALIZATION!r}: use one of "
-                             f"{COLOR_NORMALIZATIONS}")
+        check_color_normalization(self.COLOR_NORMALIZATION)
         self.BATCH_SIZE = self.IMAGES_PER_GPU * self.GPU_COUNT
         side = self.IMAGE_MIN_DIM if self.IMAGE_RESIZE_MODE == "crop" else self.IMAGE_MAX_DIM
         self.IMAGE_SHAPE = np.array([side, side, self.IMAGE_CHANNEL_COUNT])

@@ -36,8 +36,8 @@ from mrcnn.losses import (l2_penalty, mrcnn_bbox_loss_graph, mrcnn_class_loss_gr
                           smooth_l1_loss)
 from mrcnn.roi import (DetectionLayer, DetectionTargetLayer, LeadingRows,  # noqa: F401
                        PadRowsTo, PyramidROIAlign, parse_image_meta_graph, positive_roi_count)
-from mrcnn.precision import FLOAT32_LAYER, Float32Layer
 from mrcnn.np_images import normalize_colors
+from mrcnn.precision import FLOAT32_LAYER, Float32Layer
 from mrcnn.rpn import ProposalLayer, build_rpn_model
 from mrcnn.rpn_targets import build_rpn_targets  # noqa: F401
 

@@ -9,6 +9,8 @@ import scipy.ndimage
 import skimage.color
 import skimage.transform
 
+from mrcnn.config import check_color_normalization
+
 
 def _to_uint8(image):
     """Convert an image array of any dtype to uint8 0..255.
@@ -61,7 +63,6 @@ def _to_rgb_uint8(image):
 #  Colour normalisation
 ############################################################
 
-COLOR_NORMALIZATIONS = ("none", "per-image")
 NORMALIZED_MEAN, NORMALIZED_STD = 128.0, 50.0   # uint8 levels each channel is mapped to
 
 
@@ -76,10 +77,9 @@ def normalize_colors(image, mode):
     runs in training and inference (Config.COLOR_NORMALIZATION). Statistics come from each
     channel's 256-bin histogram and the mapping is a 256-entry lookup table.
     """
+    check_color_normalization(mode)
     if mode == "none":
         return image
-    if mode != "per-image":
-        raise ValueError(f"COLOR_NORMALIZATION={mode!r}: use one of {COLOR_NORMALIZATIONS}")
     image = _to_uint8(image)
     levels = np.arange(256, dtype=np.float64)
     out = np.empty_like(image)
