@@ -26,6 +26,7 @@ from mrcnn.config import COLOR_NORMALIZATIONS, Config
 from wbc.dataset import CLASS_NAMES, WBCDataset  # noqa: F401  (part of WBC.py's API)
 from wbc.errors import UserError
 from wbc.files import is_disk_full, remove_stale_temp_files, write_error_message, write_json
+from wbc.tta import TTAModel
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 # Matterport's COCO file, in the project root (WBC_COCO_WEIGHTS overrides, e.g. a shared copy).
@@ -87,7 +88,8 @@ SAVED_CONFIG_KEYS = ["LAYERS", "BACKBONE", "PYRAMID_MIN_LEVEL", "LEARNING_RATE_S
                      "POST_NMS_ROIS_INFERENCE", "DETECTION_MAX_INSTANCES",
                      "DETECTION_MIN_CONFIDENCE", "DETECTION_NMS_THRESHOLD", "RPN_NMS_THRESHOLD",
                      "LEARNING_RATE", "TRAIN_ROIS_PER_IMAGE", "LOSS_WEIGHTS", "COLOR_NORMALIZATION",
-                     "WEIGHT_DECAY", "WEIGHT_DECAY_MODE"]
+                     "WEIGHT_DECAY", "WEIGHT_DECAY_MODE", "CLASS_LABEL_SMOOTHING",
+                     "ROI_CANONICAL_SIZE"]
 
 
 def make_config(base=WBCConfig, given=None, **flags):
@@ -455,6 +457,13 @@ def print_data_summary(dataset_dir):
 
 
 # ----------------------------------------------------------------------------- detect
+def detection_threshold(args, stored):
+    """--min-confidence, else the run's saved DETECTION_MIN_CONFIDENCE, else WBCConfig's."""
+    if args.min_confidence is not None:
+        return args.min_confidence
+    return stored.get("DETECTION_MIN_CONFIDENCE", WBCConfig.DETECTION_MIN_CONFIDENCE)
+
+
 def inference_model(weights, logs, min_confidence=None, image_size=None, precision=None):
     """An inference MaskRCNN with the config of the run its weights come from."""
     quiet_tensorflow()
@@ -479,9 +488,16 @@ def cmd_detect(args):
     model = None
     if plan_jobs(files, args.out)[1]:
         set_threads(args.threads)
-        model, source = inference_model(args.weights or "last", args.logs,
-                                        args.min_confidence, precision=args.precision)
-        print(f"Weights: {source}")
+        weights = args.weights or "last"
+        if args.tta:    # every view down to a low score; the threshold applies to the merge
+            model, source = inference_model(weights, args.logs, EVAL_MIN_SCORE,
+                                            precision=args.precision)
+            threshold = detection_threshold(args, weights_config(weights, args.logs))
+            model = TTAModel(model, threshold)
+        else:
+            model, source = inference_model(weights, args.logs, args.min_confidence,
+                                            precision=args.precision)
+        print(f"Weights: {source}" + (" (test-time augmentation: 8 views)" if args.tta else ""))
     summary = detect_files(model, files, args.out, CLASS_NAMES)
     print(summary)
     return 0
@@ -495,11 +511,12 @@ def cmd_evaluate(args):
                         f"--weights={args.weights} a model: give only one of them")
     weights = args.weights or "last"
     data = load_subset(args.dataset, args.subset)
+    if args.results and args.tta:
+        raise UserError("--tta needs a model to detect with, not --results")
     stored = {} if args.results else weights_config(weights, args.logs)
-    confidence = (args.min_confidence if args.min_confidence is not None else
-                  stored.get("DETECTION_MIN_CONFIDENCE", WBCConfig.DETECTION_MIN_CONFIDENCE))
+    confidence = detection_threshold(args, stored)
     meta = {"dataset": os.path.abspath(args.dataset), "subset": args.subset,
-            "min_confidence": confidence}
+            "min_confidence": confidence, "tta": args.tta}
     if args.results:
         if not os.path.isfile(args.results):
             raise UserError(f"--results={args.results}: file not found")
@@ -515,8 +532,11 @@ def cmd_evaluate(args):
                                     precision=args.precision)
     print(f"Weights: {source}")
     meta["model"] = source
-    out = args.out or (os.path.splitext(source)[0] + f"_eval_{args.subset}"
-                       if os.path.isfile(source) else os.path.join("results", "evaluate"))
+    suffix = "_tta" if args.tta else ""
+    if args.tta:
+        model = TTAModel(model, EVAL_MIN_SCORE)
+    out = args.out or (os.path.splitext(source)[0] + f"_eval_{args.subset}{suffix}"
+                       if os.path.isfile(source) else os.path.join("results", "evaluate" + suffix))
     print(evaluate_dataset(model, data, out, CLASS_NAMES, confidence, meta))
     return 0
 
@@ -600,6 +620,11 @@ def build_parser():
         p.add_argument("--threads", type=number(int, 1), default=None,
                        help="CPU threads (default: all)")
         precision_flag(p)
+        p.add_argument("--min-confidence", type=number(float, 0, 1), default=None,
+                       help="lowest score of a detection (default: the run's, 0.7)")
+        p.add_argument("--tta", action="store_true",
+                       help="test-time augmentation: detect on the 8 turned and mirrored views "
+                            "of each image and merge (8x the time; names more cells right)")
 
     def precision_flag(p):
         p.add_argument("--precision", choices=["auto", "float32", "bfloat16"], default=None,
@@ -655,7 +680,6 @@ def build_parser():
     model_flags(p)
     p.add_argument("--results", default=None, help="score this COCO-results JSON instead")
     p.add_argument("--out", default=None, help="report folder (default: beside the weights)")
-    p.add_argument("--min-confidence", type=number(float, 0, 1), default=None)
 
     p = add("detect", cmd_detect, "python3 WBC.py detect --images=smears/ --out=results/run1",
             "outline and name the white cells of images", aliases=["predict"])
@@ -664,7 +688,6 @@ def build_parser():
     model_flags(p)
     p.add_argument("--out", default=os.path.join("results", "detect"),
                    help="output folder (default results/detect)")
-    p.add_argument("--min-confidence", type=number(float, 0, 1), default=None)
 
     p = add("check", cmd_check, "python3 WBC.py check --dataset=WBC",
             "validate a dataset folder and say what is wrong; exit 0 if usable, 2 if not")

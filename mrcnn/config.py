@@ -62,6 +62,10 @@ class Config:
     TRAIN_ROIS_PER_IMAGE = 200
     ROI_POSITIVE_RATIO = 0.33
     POOL_SIZE = 7
+    # Our addition (224 = Matterport, the FPN paper's k0 = 4 at 224 px): an ROI of this size
+    # (sqrt(h * w), pixels of the molded image) is pooled from P4, one of half the size from
+    # P3, one of twice the size from P5.
+    ROI_CANONICAL_SIZE = 224
     MASK_POOL_SIZE = 14
     MASK_SHAPE = [28, 28]       # fixed by the mask head's architecture
     MAX_GT_INSTANCES = 100
@@ -94,6 +98,8 @@ class Config:
         "mrcnn_bbox_loss": 1.,
         "mrcnn_mask_loss": 1.,
     }
+    # Our addition (0 = Matterport): label smoothing of the classifier's cross-entropy.
+    CLASS_LABEL_SMOOTHING = 0.0
     USE_RPN_ROIS = True
     TRAIN_BN = False            # False: frozen BN; True: always batch stats; None: follow training
     GRADIENT_CLIP_NORM = 5.0    # per-tensor gradient norm clip (Keras `clipnorm`)

@@ -37,9 +37,10 @@ def _unfold(x, rois):
 
 
 def fpn_classifier_graph(rois, feature_maps, image_meta, pool_size, num_classes, train_bn=True,
-                         fc_layers_size=1024, min_level=2):
+                         fc_layers_size=1024, min_level=2, roi_canonical_size=224):
     """Classifier and box heads. rois [B, R, 4] normalized; feature_maps from P{min_level}."""
     x = PyramidROIAlign([pool_size, pool_size], min_level=min_level,
+                        canonical_size=roi_canonical_size,
                         name="roi_align_classifier")([rois, image_meta] + list(feature_maps))
     x = _fold(x)
     x = KL.Conv2D(fc_layers_size, pool_size, padding="valid", name="mrcnn_class_conv1")(x)
@@ -56,9 +57,10 @@ def fpn_classifier_graph(rois, feature_maps, image_meta, pool_size, num_classes,
 
 
 def build_fpn_mask_graph(rois, feature_maps, image_meta, pool_size, num_classes, train_bn=True,
-                         min_level=2):
+                         min_level=2, roi_canonical_size=224):
     """Mask head: 4 x (3x3 conv, BN, ReLU), 2x2 deconv, 1x1 sigmoid conv per class."""
     x = PyramidROIAlign([pool_size, pool_size], min_level=min_level,
+                        canonical_size=roi_canonical_size,
                         name="roi_align_mask")([rois, image_meta] + list(feature_maps))
     x = _fold(x)
     for i in range(1, 5):

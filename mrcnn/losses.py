@@ -40,14 +40,19 @@ def rpn_bbox_loss_graph(config, target_bbox, rpn_match, rpn_bbox):
     return _safe_mean(smooth_l1_loss(target, pred))
 
 
-def mrcnn_class_loss_graph(target_class_ids, pred_class_logits, active_class_ids):
+def mrcnn_class_loss_graph(target_class_ids, pred_class_logits, active_class_ids,
+                           label_smoothing=0.0):
     """target_class_ids [B, T] int, logits [B, T, NC], active_class_ids [B, NC] (1 = class is
     in the image's source). Predictions of inactive classes do not count, as in Matterport
-    (the first image's active ids are used for the whole batch)."""
+    (the first image's active ids are used for the whole batch). label_smoothing e in [0, 1)
+    trains towards 1 - e + e/NC for the target class and e/NC for the others (0: Matterport)."""
     target = tf.cast(target_class_ids, tf.int32)
     pred_ids = tf.argmax(pred_class_logits, axis=2)
     pred_active = tf.gather(tf.cast(active_class_ids[0], tf.float32), pred_ids)
-    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=target, logits=pred_class_logits)
+    num_classes = tf.shape(pred_class_logits)[-1]
+    labels = tf.one_hot(target, num_classes) * (1.0 - label_smoothing) \
+        + label_smoothing / tf.cast(num_classes, tf.float32)
+    ce = tf.nn.softmax_cross_entropy_with_logits(labels=labels, logits=pred_class_logits)
     return tf.math.divide_no_nan(tf.reduce_sum(ce * pred_active), tf.reduce_sum(pred_active))
 
 

@@ -219,7 +219,8 @@ class MaskRCNN:
                                  name="ROI")([rpn_class, rpn_bbox, anchors])
         heads = dict(feature_maps=mrcnn_feature_maps, image_meta=input_image_meta,
                      num_classes=config.NUM_CLASSES, train_bn=train_bn,
-                     min_level=config.PYRAMID_MIN_LEVEL)
+                     min_level=config.PYRAMID_MIN_LEVEL,
+                     roi_canonical_size=config.ROI_CANONICAL_SIZE)
 
         if not training:
             mrcnn_class_logits, mrcnn_class, mrcnn_bbox = fpn_classifier_graph(
@@ -265,7 +266,8 @@ class MaskRCNN:
             LossLayer(rpn_class_loss_graph, name="rpn_class_loss")([input_rpn_match, rpn_class_logits]),
             LossLayer(lambda *a: rpn_bbox_loss_graph(config, *a), name="rpn_bbox_loss")(
                 [input_rpn_bbox, input_rpn_match, rpn_bbox]),
-            LossLayer(mrcnn_class_loss_graph, name="mrcnn_class_loss")(
+            LossLayer(lambda *a: mrcnn_class_loss_graph(*a, config.CLASS_LABEL_SMOOTHING),
+                      name="mrcnn_class_loss")(
                 [target_class_ids, mrcnn_class_logits, active_class_ids]),
             LossLayer(mrcnn_bbox_loss_graph, name="mrcnn_bbox_loss")(
                 [target_bbox, target_class_ids, mrcnn_bbox]),

@@ -75,15 +75,17 @@ class PadRowsTo(Float32Layer):
 class PyramidROIAlign(Float32Layer):
     """Crop-and-resize each box from the pyramid level that suits its size.
 
-    level = clip(4 + round(log2(sqrt(h * w) / 224)), min_level, 5) with h, w in pixels;
+    level = clip(4 + round(log2(sqrt(h * w) / canonical_size)), min_level, 5) with h, w in
+    pixels (canonical_size 224 as in Matterport and the FPN paper: a 224 px box comes from P4);
     one bilinear sample per output cell (tf.image.crop_and_resize), as in Matterport.
     `feature_maps` are given from `min_level` upwards to P5.
     """
 
-    def __init__(self, pool_shape, min_level=2, **kwargs):
+    def __init__(self, pool_shape, min_level=2, canonical_size=224, **kwargs):
         super().__init__(**kwargs)
         self.pool_shape = tuple(pool_shape)
         self.min_level = min_level
+        self.canonical_size = float(canonical_size)
 
     def call(self, inputs):
         boxes, image_meta = inputs[0], inputs[1]
@@ -95,7 +97,7 @@ class PyramidROIAlign(Float32Layer):
         h = flat[:, 2] - flat[:, 0]
         w = flat[:, 3] - flat[:, 1]
         image_area = image_shape[0] * image_shape[1]
-        level = 4. + tf.round(log2_graph(tf.sqrt(h * w) / (224.0 / tf.sqrt(image_area))))
+        level = 4. + tf.round(log2_graph(tf.sqrt(h * w * image_area) / self.canonical_size))
         level = tf.clip_by_value(level, self.min_level, self.min_level + len(feature_maps) - 1)
         part = tf.cast(level, tf.int32) - self.min_level
         n_levels = len(feature_maps)

@@ -52,6 +52,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path):
         ("detect", "--image=" + str(tmp_path / "nope.png")),
         ("detect",),
         ("train", f"--dataset={tmp_path}", "--time-limit=soon"),
+        ("evaluate", f"--dataset={tmp_path}", "--results=r.json", "--tta"),
     ]
     for args in cases:
         result = run(*args)
@@ -185,6 +186,16 @@ def test_train_resume_detect_evaluate(tmp_path, synth_data):
     rescored = run("evaluate", f"--dataset={synth_data}", f"--results={out / 'detections.json'}",
                    f"--out={tmp_path / 'rescored'}")
     assert rescored.returncode == 0, rescored.stdout + rescored.stderr
+
+    image = next(folder.iterdir())
+    tta = run("detect", f"--image={image}", f"--logs={logs}", f"--out={tmp_path / 'tta'}",
+              "--min-confidence=0", "--tta")
+    assert tta.returncode == 0, tta.stdout + tta.stderr
+    assert "8 views" in tta.stdout and (tmp_path / "tta" / f"{image.stem}_overlay.png").is_file()
+    tta_eval = run("evaluate", f"--dataset={synth_data}", f"--logs={logs}", "--tta",
+                   f"--out={tmp_path / 'tta_eval'}")
+    assert tta_eval.returncode == 0, tta_eval.stdout + tta_eval.stderr
+    assert json.loads((tmp_path / "tta_eval" / "metrics.json").read_text())["meta"]["tta"]
 
 
 @pytest.mark.skipif(not os.path.isdir(SHARED_DATA), reason="shared real data not present")

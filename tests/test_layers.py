@@ -68,6 +68,20 @@ def test_roi_align_picks_the_pyramid_level_by_box_size(side, level):
     np.testing.assert_allclose(out, level)
 
 
+@pytest.mark.parametrize("canonical,side,level", [(224, 0.125, 3), (112, 0.125, 4),
+                                                  (150, 0.11, 4), (150, 0.2, 4), (150, 0.21, 5)])
+def test_roi_align_canonical_size_moves_the_level_boundaries(canonical, side, level):
+    # image 1024x1024: level = 4 + round(log2(side * 1024 / canonical)); at 150 px, boxes of
+    # 106-212 px are pooled from P4.
+    meta = np.zeros((1, 16), np.float32)
+    meta[0, 4:7] = [1024, 1024, 3]
+    maps = [tf.fill([1, 1024 // s, 1024 // s, 1], float(lvl))
+            for s, lvl in zip([4, 8, 16, 32], [2, 3, 4, 5])]
+    box = [[[0.05, 0.05, 0.05 + side, 0.05 + side]]]
+    out = PyramidROIAlign([2, 2], canonical_size=canonical)([f32(box), f32(meta)] + maps)
+    np.testing.assert_allclose(out.numpy(), level)
+
+
 def test_roi_align_keeps_box_order_and_samples_bilinearly():
     meta = np.zeros((1, 16), np.float32)
     meta[0, 4:7] = [64, 64, 3]
@@ -199,6 +213,22 @@ def test_mrcnn_class_loss_drops_predictions_of_inactive_classes():
     p = np.exp([0, 1, 0]) / np.exp([0, 1, 0]).sum()
     assert losses.mrcnn_class_loss_graph(target, logits, active).numpy() == pytest.approx(
         -math.log(p[1]), rel=1e-5)
+
+
+def test_mrcnn_class_loss_label_smoothing_mixes_in_the_uniform_target():
+    target = tf.constant([[1, 0]], tf.int32)
+    logits = f32([[[0, 2, 1], [1, 0, 0]]])
+    active = f32([[1, 1, 1]])
+    log_p = logits.numpy()[0] - np.log(np.exp(logits.numpy()[0]).sum(-1, keepdims=True))
+    e = 0.3
+    labels = np.eye(3)[[1, 0]] * (1 - e) + e / 3
+    expected = -(labels * log_p).sum(-1).mean()
+    assert losses.mrcnn_class_loss_graph(target, logits, active, e).numpy() == pytest.approx(
+        expected, rel=1e-5)
+    plain = -log_p[[0, 1], [1, 0]].mean()
+    assert losses.mrcnn_class_loss_graph(target, logits, active).numpy() == pytest.approx(
+        plain, rel=1e-5)
+    assert expected > plain                  # confident right answers cost more when smoothed
 
 
 def test_mrcnn_bbox_loss_picks_the_target_class_deltas_of_positive_rois():

@@ -1,0 +1,80 @@
+"""Test-time augmentation (wbc/tta.py): views, their inverses, and the merge of detections."""
+import itertools
+import types
+
+import numpy as np
+import pytest
+
+from wbc.tta import VIEWS, TTAModel, from_view, mask_iou_matrix, merge_views, to_view
+
+
+def result(masks, class_ids, scores):
+    masks = np.stack(masks, axis=-1) if masks else np.zeros((6, 8, 0), bool)
+    return {"rois": np.zeros((len(scores), 4), np.int32), "masks": masks,
+            "class_ids": np.array(class_ids, np.int32), "scores": np.array(scores, np.float32)}
+
+
+def box_mask(y1, x1, y2, x2, shape=(6, 8)):
+    m = np.zeros(shape, bool)
+    m[y1:y2, x1:x2] = True
+    return m
+
+
+def test_the_eight_views_are_distinct_and_each_is_undone():
+    image = np.arange(5 * 7 * 2).reshape(5, 7, 2)
+    views = [to_view(image, t, m) for t, m in VIEWS]
+    assert len(VIEWS) == 8
+    for a, b in itertools.combinations(views, 2):
+        assert a.shape != b.shape or not np.array_equal(a, b)
+    for (t, m), view in zip(VIEWS, views):
+        np.testing.assert_array_equal(from_view(view, t, m), image)
+
+
+def test_mask_iou_matrix():
+    a, b = box_mask(0, 0, 2, 2), box_mask(0, 1, 2, 3)          # 4 px each, 2 shared
+    iou = mask_iou_matrix(np.stack([a, b, np.zeros_like(a)], -1))
+    np.testing.assert_allclose(iou, [[1, 1 / 3, 0], [1 / 3, 1, 0], [0, 0, 0]], atol=1e-6)
+
+
+def test_merge_sums_scores_per_class_over_views_and_votes_masks():
+    cell = box_mask(1, 1, 5, 5)
+    bigger = box_mask(1, 1, 5, 6)                 # IoU 0.8 with cell: same cluster
+    stray = box_mask(0, 6, 2, 8)                  # another place, seen once
+    views = ([result([cell], [1], [0.9])] * 5 + [result([bigger], [1], [0.9])]
+             + [result([cell, stray], [2, 3], [0.8, 0.9])] * 2)
+    merged = merge_views(views, num_classes=4, n_views=8, min_confidence=0.5)
+    assert merged["class_ids"].tolist() == [1]            # 6 x 0.9 beats 2 x 0.8
+    assert merged["scores"][0] == pytest.approx(6 * 0.9 / 8)
+    np.testing.assert_array_equal(merged["masks"][..., 0], cell)   # 7 of 8 votes for `cell`
+    assert merged["rois"].tolist() == [[1, 1, 5, 5]]
+    # below a low threshold: the stray cell (2 x 0.9 / 8) and the cell's second class (2 x 0.8
+    # / 8, same mask) as well, as the model's own per-class output would have them
+    low = merge_views(views, num_classes=4, n_views=8, min_confidence=0.1)
+    assert low["class_ids"].tolist() == [1, 3, 2]
+    np.testing.assert_allclose(low["scores"], [6 * 0.9 / 8, 2 * 0.9 / 8, 2 * 0.8 / 8], rtol=1e-6)
+    np.testing.assert_array_equal(low["masks"][..., 2], cell)
+
+
+def test_merge_of_nothing_has_the_shapes_of_an_empty_detection():
+    merged = merge_views([result([], [], [])] * 8, num_classes=6, n_views=8)
+    assert merged["masks"].shape == (6, 8, 0) and merged["rois"].shape == (0, 4)
+    assert merged["class_ids"].dtype == np.int32 and merged["scores"].dtype == np.float32
+
+
+def test_tta_model_maps_every_view_back_to_the_original_frame():
+    """A fake model that 'detects' the bright pixels of whatever view it is given."""
+    image = np.zeros((6, 9, 3), np.uint8)
+    image[1:3, 2:7] = 255                          # an off-centre, non-square bright patch
+    seen = []
+
+    def detect(images, verbose=0):
+        view = images[0]
+        seen.append(view.shape)
+        mask = view[..., 0] > 128
+        return [result([mask], [2], [0.9])]
+
+    fake = types.SimpleNamespace(detect=detect, config=types.SimpleNamespace(NUM_CLASSES=3))
+    (out,) = TTAModel(fake, min_confidence=0.5).detect([image])
+    assert sorted(set(seen)) == [(6, 9, 3), (9, 6, 3)] and len(seen) == 8
+    assert out["class_ids"].tolist() == [2] and out["scores"][0] == pytest.approx(0.9)
+    np.testing.assert_array_equal(out["masks"][..., 0], image[..., 0] > 128)
