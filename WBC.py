@@ -510,9 +510,9 @@ def cmd_evaluate(args):
         raise UserError(f"--results={args.results} scores a results file and "
                         f"--weights={args.weights} a model: give only one of them")
     weights = args.weights or "last"
-    data = load_subset(args.dataset, args.subset)
     if args.results and args.tta:
         raise UserError("--tta needs a model to detect with, not --results")
+    data = load_subset(args.dataset, args.subset)
     stored = {} if args.results else weights_config(weights, args.logs)
     confidence = detection_threshold(args, stored)
     meta = {"dataset": os.path.abspath(args.dataset), "subset": args.subset,

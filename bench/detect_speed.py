@@ -43,6 +43,7 @@ def main():
     ap.add_argument("--weights", default=None, help="a checkpoint (default: random weights)")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--precision", choices=["auto", "float32", "bfloat16"], default=None)
+    ap.add_argument("--tta", action="store_true", help="as detect --tta (8 views per image)")
     args = ap.parse_args()
     import WBC
     WBC.set_threads(args.threads)
@@ -56,7 +57,10 @@ def main():
             weights = os.path.join(tmp, "random.h5")
             modellib.MaskRCNN("inference", WBC.WBCConfig(), tmp).save_weights(weights)
         model, _ = WBC.inference_model(weights, os.path.join(tmp, "logs"),
+                                       WBC.EVAL_MIN_SCORE if args.tta else None,
                                        precision=args.precision)
+        if args.tta:    # as WBC.py detect --tta: views down to a low score, 0.7 on the merge
+            model = WBC.TTAModel(model, WBC.WBCConfig.DETECTION_MIN_CONFIDENCE)
         from wbc.detect import detect_files, read_image
         model.detect([read_image(files[0])])                     # trace the graph once
         start = time.perf_counter()
@@ -67,7 +71,7 @@ def main():
     from mrcnn.precision import compute_dtype
     config = model.config
     print(json.dumps({
-        "images": len(files), "image_size": "720x576", "threads": args.threads,
+        "images": len(files), "image_size": "720x576", "threads": args.threads, "tta": args.tta,
         "weights": args.weights or "random (WBCConfig)", "backbone": config.BACKBONE,
         "model_input": int(config.IMAGE_MAX_DIM), "pyramid_min_level": config.PYRAMID_MIN_LEVEL,
         "compute_dtype": compute_dtype(config),
