@@ -457,23 +457,31 @@ def print_data_summary(dataset_dir):
 
 
 # ----------------------------------------------------------------------------- detect
-def detection_threshold(args, stored):
-    """--min-confidence, else the run's saved DETECTION_MIN_CONFIDENCE, else WBCConfig's."""
-    if args.min_confidence is not None:
-        return args.min_confidence
+def detection_threshold(min_confidence, stored):
+    """min_confidence if given, else the run's saved DETECTION_MIN_CONFIDENCE, else WBCConfig's."""
+    if min_confidence is not None:
+        return min_confidence
     return stored.get("DETECTION_MIN_CONFIDENCE", WBCConfig.DETECTION_MIN_CONFIDENCE)
 
 
-def inference_model(weights, logs, min_confidence=None, image_size=None, precision=None):
-    """An inference MaskRCNN with the config of the run its weights come from."""
+def inference_model(weights, logs, min_confidence=None, image_size=None, precision=None,
+                    tta=False):
+    """An inference MaskRCNN with the config of the run its weights come from.
+
+    min_confidence None keeps the run's threshold. With tta, a TTAModel: its views are
+    detected down to EVAL_MIN_SCORE and the threshold applies to the merged scores.
+    """
     quiet_tensorflow()
     stored = weights_config(weights, logs)
     stored.pop("LAYERS", None)
+    view_confidence = EVAL_MIN_SCORE if tta else min_confidence
     config = make_config(given=stored, **image_size_config(image_size),
-                         DETECTION_MIN_CONFIDENCE=min_confidence, COMPUTE_DTYPE=precision)
+                         DETECTION_MIN_CONFIDENCE=view_confidence, COMPUTE_DTYPE=precision)
     from mrcnn import model as modellib
     model = modellib.MaskRCNN("inference", config, logs)
     source = resolve_weights(model, weights, logs, for_training=False)
+    if tta:
+        model = TTAModel(model, detection_threshold(min_confidence, stored))
     return model, source
 
 
@@ -488,15 +496,9 @@ def cmd_detect(args):
     model = None
     if plan_jobs(files, args.out)[1]:
         set_threads(args.threads)
-        weights = args.weights or "last"
-        if args.tta:    # every view down to a low score; the threshold applies to the merge
-            model, source = inference_model(weights, args.logs, EVAL_MIN_SCORE,
-                                            precision=args.precision)
-            threshold = detection_threshold(args, weights_config(weights, args.logs))
-            model = TTAModel(model, threshold)
-        else:
-            model, source = inference_model(weights, args.logs, args.min_confidence,
-                                            precision=args.precision)
+        model, source = inference_model(args.weights or "last", args.logs,
+                                        args.min_confidence, precision=args.precision,
+                                        tta=args.tta)
         print(f"Weights: {source}" + (" (test-time augmentation: 8 views)" if args.tta else ""))
     summary = detect_files(model, files, args.out, CLASS_NAMES)
     print(summary)
@@ -514,7 +516,7 @@ def cmd_evaluate(args):
         raise UserError("--tta needs a model to detect with, not --results")
     data = load_subset(args.dataset, args.subset)
     stored = {} if args.results else weights_config(weights, args.logs)
-    confidence = detection_threshold(args, stored)
+    confidence = detection_threshold(args.min_confidence, stored)
     meta = {"dataset": os.path.abspath(args.dataset), "subset": args.subset,
             "min_confidence": confidence, "tta": args.tta}
     if args.results:
@@ -529,12 +531,10 @@ def cmd_evaluate(args):
     # Detections down to a low score, so that AP sees the whole precision-recall curve;
     # precision, recall, F1, confusion and counts use `confidence`.
     model, source = inference_model(weights, args.logs, EVAL_MIN_SCORE,
-                                    precision=args.precision)
+                                    precision=args.precision, tta=args.tta)
     print(f"Weights: {source}")
     meta["model"] = source
     suffix = "_tta" if args.tta else ""
-    if args.tta:
-        model = TTAModel(model, EVAL_MIN_SCORE)
     out = args.out or (os.path.splitext(source)[0] + f"_eval_{args.subset}{suffix}"
                        if os.path.isfile(source) else os.path.join("results", "evaluate" + suffix))
     print(evaluate_dataset(model, data, out, CLASS_NAMES, confidence, meta))

@@ -57,10 +57,7 @@ def main():
             weights = os.path.join(tmp, "random.h5")
             modellib.MaskRCNN("inference", WBC.WBCConfig(), tmp).save_weights(weights)
         model, _ = WBC.inference_model(weights, os.path.join(tmp, "logs"),
-                                       WBC.EVAL_MIN_SCORE if args.tta else None,
-                                       precision=args.precision)
-        if args.tta:    # as WBC.py detect --tta: views down to a low score, 0.7 on the merge
-            model = WBC.TTAModel(model, WBC.WBCConfig.DETECTION_MIN_CONFIDENCE)
+                                       precision=args.precision, tta=args.tta)
         from wbc.detect import detect_files, read_image
         model.detect([read_image(files[0])])                     # trace the graph once
         start = time.perf_counter()
