@@ -14,6 +14,7 @@ reported as one line and exit code 2.
 """
 import argparse
 import collections
+import hashlib
 import json
 import logging
 import math
@@ -26,7 +27,7 @@ from mrcnn.config import COLOR_NORMALIZATIONS, Config
 from wbc.dataset import CLASS_NAMES, WBCDataset  # noqa: F401  (part of WBC.py's API)
 from wbc.errors import UserError
 from wbc.files import is_disk_full, remove_stale_temp_files, write_error_message, write_json
-from wbc.tta import TTAModel
+from wbc.tta import VIEWS, MergedModel
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 # Matterport's COCO file, in the project root (WBC_COCO_WEIGHTS overrides, e.g. a shared copy).
@@ -464,25 +465,67 @@ def detection_threshold(min_confidence, stored):
     return stored.get("DETECTION_MIN_CONFIDENCE", WBCConfig.DETECTION_MIN_CONFIDENCE)
 
 
+def weights_list(spec):
+    """--weights=A[,B...] -> ["A", "B", ...]: one weights spec, or several (an ensemble) of
+    last|PATH. A path that exists as given is one spec, commas and all."""
+    if os.path.isfile(spec):
+        return [spec]
+    specs = [part.strip() for part in spec.split(",")]
+    if not all(specs):
+        raise UserError(f"--weights={spec}: an empty entry. Give last|PATH, or PATH,PATH,... "
+                        "for an ensemble")
+    if len(specs) > 1:
+        for part in specs:
+            if part in ("none", "coco", "imagenet"):
+                raise UserError(f"--weights={spec}: an ensemble is of trained WBC runs; "
+                                f"'{part}' is not one. Give last or .h5 paths")
+            if part != "last" and not os.path.isfile(part):
+                raise UserError(f"--weights={spec}: {part}: file not found")
+    return specs
+
+
 def inference_model(weights, logs, min_confidence=None, image_size=None, precision=None,
                     tta=False):
-    """An inference MaskRCNN with the config of the run its weights come from.
+    """An inference model for --weights=A[,B...]; returns (model, [source of each weights]).
 
-    min_confidence None keeps the run's threshold. With tta, a TTAModel: its views are
-    detected down to EVAL_MIN_SCORE and the threshold applies to the merged scores.
+    Each MaskRCNN gets the config of the run its weights come from. One weights spec without
+    tta: that MaskRCNN, with min_confidence (None keeps the run's threshold). Several (an
+    ensemble) or tta: a MergedModel whose members detect down to EVAL_MIN_SCORE (or
+    min_confidence if lower), with the threshold (min_confidence, else the first run's)
+    applied to the merged scores.
     """
+    specs = weights_list(weights)
     quiet_tensorflow()
-    stored = weights_config(weights, logs)
-    stored.pop("LAYERS", None)
-    view_confidence = EVAL_MIN_SCORE if tta else min_confidence
-    config = make_config(given=stored, **image_size_config(image_size),
-                         DETECTION_MIN_CONFIDENCE=view_confidence, COMPUTE_DTYPE=precision)
     from mrcnn import model as modellib
-    model = modellib.MaskRCNN("inference", config, logs)
-    source = resolve_weights(model, weights, logs, for_training=False)
-    if tta:
-        model = TTAModel(model, detection_threshold(min_confidence, stored))
-    return model, source
+    merged = tta or len(specs) > 1
+    member_confidence = min_confidence
+    if merged:
+        member_confidence = min(EVAL_MIN_SCORE, EVAL_MIN_SCORE if min_confidence is None
+                                else min_confidence)
+    stored = [weights_config(spec, logs) for spec in specs]
+    models, sources = [], []
+    for spec, saved in zip(specs, stored):
+        saved.pop("LAYERS", None)
+        config = make_config(given=saved, **image_size_config(image_size),
+                             DETECTION_MIN_CONFIDENCE=member_confidence, COMPUTE_DTYPE=precision)
+        model = modellib.MaskRCNN("inference", config, logs)
+        source = resolve_weights(model, spec, logs, for_training=False)
+        if source in sources:
+            raise UserError(f"--weights={weights}: {source} is given twice; an ensemble "
+                            "needs different runs")
+        sources.append(source)
+        models.append(model)
+    if not merged:
+        return models[0], sources
+    threshold = detection_threshold(min_confidence, stored[0])
+    return MergedModel(models, threshold, views=VIEWS if tta else VIEWS[:1]), sources
+
+
+def merge_description(n_models, tta):
+    """' (ensemble of 2 models, test-time augmentation: 8 views)' or '' for one plain model."""
+    parts = ([f"ensemble of {n_models} models"] if n_models > 1 else []) + \
+        ([f"test-time augmentation: {len(VIEWS)} views"] if tta else [])
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def cmd_detect(args):
@@ -496,16 +539,29 @@ def cmd_detect(args):
     model = None
     if plan_jobs(files, args.out)[1]:
         set_threads(args.threads)
-        model, source = inference_model(args.weights or "last", args.logs,
-                                        args.min_confidence, precision=args.precision,
-                                        tta=args.tta)
-        print(f"Weights: {source}" + (" (test-time augmentation: 8 views)" if args.tta else ""))
+        model, sources = inference_model(args.weights or "last", args.logs,
+                                         args.min_confidence, precision=args.precision,
+                                         tta=args.tta)
+        print(f"Weights: {', '.join(sources)}" + merge_description(len(sources), args.tta))
     summary = detect_files(model, files, args.out, CLASS_NAMES)
     print(summary)
     return 0
 
 
 # ----------------------------------------------------------------------------- evaluate
+def evaluate_folder(sources, subset, tta):
+    """Default report folder: beside the (first) weights file, <stem>_eval_<subset>[_tta];
+    for an ensemble <stem>_ensemble<N>-<hash of all members>_eval_<subset>[_tta]; under
+    results/evaluate for weights that are not a file (--weights=none)."""
+    if not os.path.isfile(sources[0]):
+        return os.path.join("results", "evaluate" + ("_tta" if tta else ""))
+    name = f"_eval_{subset}" + ("_tta" if tta else "")
+    if len(sources) > 1:
+        digest = hashlib.sha1("\n".join(sorted(map(os.path.abspath, sources))).encode())
+        name = f"_ensemble{len(sources)}-{digest.hexdigest()[:6]}" + name
+    return os.path.splitext(sources[0])[0] + name
+
+
 def cmd_evaluate(args):
     from wbc.detect import evaluate_dataset
     if args.results and args.weights:
@@ -514,8 +570,9 @@ def cmd_evaluate(args):
     weights = args.weights or "last"
     if args.results and args.tta:
         raise UserError("--tta needs a model to detect with, not --results")
+    first_weights = weights_list(weights)[0]
     data = load_subset(args.dataset, args.subset)
-    stored = {} if args.results else weights_config(weights, args.logs)
+    stored = {} if args.results else weights_config(first_weights, args.logs)
     confidence = detection_threshold(args.min_confidence, stored)
     meta = {"dataset": os.path.abspath(args.dataset), "subset": args.subset,
             "min_confidence": confidence, "tta": args.tta}
@@ -530,13 +587,12 @@ def cmd_evaluate(args):
     set_threads(args.threads)
     # Detections down to a low score, so that AP sees the whole precision-recall curve;
     # precision, recall, F1, confusion and counts use `confidence`.
-    model, source = inference_model(weights, args.logs, EVAL_MIN_SCORE,
-                                    precision=args.precision, tta=args.tta)
-    print(f"Weights: {source}")
-    meta["model"] = source
-    suffix = "_tta" if args.tta else ""
-    out = args.out or (os.path.splitext(source)[0] + f"_eval_{args.subset}{suffix}"
-                       if os.path.isfile(source) else os.path.join("results", "evaluate" + suffix))
+    model, sources = inference_model(weights, args.logs, EVAL_MIN_SCORE,
+                                     precision=args.precision, tta=args.tta)
+    meta["model"] = ", ".join(sources)
+    meta["ensemble"] = len(sources)
+    print(f"Weights: {meta['model']}" + merge_description(len(sources), args.tta))
+    out = args.out or evaluate_folder(sources, args.subset, args.tta)
     print(evaluate_dataset(model, data, out, CLASS_NAMES, confidence, meta))
     return 0
 
@@ -615,7 +671,9 @@ def build_parser():
 
     def model_flags(p):
         p.add_argument("--weights", default=None,
-                       help="last|PATH (default last = newest checkpoint under --logs)")
+                       help="last|PATH (default last = newest checkpoint under --logs); "
+                       "PATH,PATH,... merges the detections of several runs (an ensemble, with "
+                       "the first run's threshold)")
         p.add_argument("--logs", default=DEFAULT_LOGS, help="training runs folder (default logs)")
         p.add_argument("--threads", type=number(int, 1), default=None,
                        help="CPU threads (default: all)")

@@ -45,6 +45,8 @@ def test_check_reports_a_usable_dataset(synth_data):
 
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path):
+    image = tmp_path / "cell.png"
+    Image.new("RGB", (64, 48)).save(image)
     check = run("check", f"--dataset={tmp_path / 'missing'}")
     assert check.returncode == 2 and "dataset folder not found" in check.stdout
     cases = [
@@ -53,6 +55,9 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path):
         ("detect",),
         ("train", f"--dataset={tmp_path}", "--time-limit=soon"),
         ("evaluate", f"--dataset={tmp_path}", "--results=r.json", "--tta"),
+        ("evaluate", f"--dataset={tmp_path}", "--weights=a.h5,"),
+        ("detect", f"--image={image}", "--weights=none,last"),
+        ("detect", f"--image={image}", "--weights=last,missing.h5"),
     ]
     for args in cases:
         result = run(*args)
@@ -196,6 +201,17 @@ def test_train_resume_detect_evaluate(tmp_path, synth_data):
                    f"--out={tmp_path / 'tta_eval'}")
     assert tta_eval.returncode == 0, tta_eval.stdout + tta_eval.stderr
     assert json.loads((tmp_path / "tta_eval" / "metrics.json").read_text())["meta"]["tta"]
+    checkpoints = [run_dir / f"mask_rcnn_wbc_000{epoch}.h5" for epoch in (1, 2)]
+    ensemble = run("evaluate", f"--dataset={synth_data}",
+                   "--weights=" + ",".join(map(str, checkpoints)))
+    assert ensemble.returncode == 0, ensemble.stdout + ensemble.stderr
+    assert "ensemble of 2 models" in ensemble.stdout
+    (report,) = run_dir.glob("mask_rcnn_wbc_0001_ensemble2-*_eval_val")
+    meta = json.loads((report / "metrics.json").read_text())["meta"]
+    assert meta["ensemble"] == 2 and str(checkpoints[1]) in meta["model"]
+    twice = run("evaluate", f"--dataset={synth_data}", f"--logs={logs}",
+                f"--weights=last,{checkpoints[1]}")
+    assert twice.returncode == 2 and "given twice" in twice.stderr, twice.stdout + twice.stderr
 
 
 @pytest.mark.skipif(not os.path.isdir(SHARED_DATA), reason="shared real data not present")

@@ -1,11 +1,12 @@
-"""Test-time augmentation (wbc/tta.py): views, their inverses, and the merge of detections."""
+"""Test-time augmentation and ensembles (wbc/tta.py): views, their inverses, the merge of
+detections."""
 import itertools
 import types
 
 import numpy as np
 import pytest
 
-from wbc.tta import VIEWS, TTAModel, from_view, mask_iou_matrix, merge_views, to_view
+from wbc.tta import VIEWS, MergedModel, from_view, mask_iou_matrix, merge_detections, to_view
 
 
 def result(masks, class_ids, scores):
@@ -34,6 +35,14 @@ def test_mask_iou_matrix():
     a, b = box_mask(0, 0, 2, 2), box_mask(0, 1, 2, 3)          # 4 px each, 2 shared
     iou = mask_iou_matrix(np.stack([a, b, np.zeros_like(a)], -1))
     np.testing.assert_allclose(iou, [[1, 1 / 3, 0], [1 / 3, 1, 0], [0, 0, 0]], atol=1e-6)
+    blobs = np.random.default_rng(0).random((30, 40, 12)) > 0.7     # scattered, overlapping
+    blobs[:, :, 5] = False
+    blobs[2:9, 3:7, 6] = blobs[20:28, 30:39, 7] = True
+    flat = blobs.reshape(-1, 12).astype(np.float64)
+    inter = flat.T @ flat
+    union = inter.diagonal()[:, None] + inter.diagonal()[None, :] - inter
+    brute = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    np.testing.assert_allclose(mask_iou_matrix(blobs), brute, atol=1e-6)
 
 
 def test_merge_sums_scores_per_class_over_views_and_votes_masks():
@@ -42,21 +51,21 @@ def test_merge_sums_scores_per_class_over_views_and_votes_masks():
     stray = box_mask(0, 6, 2, 8)                  # another place, seen once
     views = ([result([cell], [1], [0.9])] * 5 + [result([bigger], [1], [0.9])]
              + [result([cell, stray], [2, 3], [0.8, 0.9])] * 2)
-    merged = merge_views(views, num_classes=4, n_views=8, min_confidence=0.5)
+    merged = merge_detections(views, num_classes=4, min_confidence=0.5)
     assert merged["class_ids"].tolist() == [1]            # 6 x 0.9 beats 2 x 0.8
     assert merged["scores"][0] == pytest.approx(6 * 0.9 / 8)
     np.testing.assert_array_equal(merged["masks"][..., 0], cell)   # 7 of 8 votes for `cell`
     assert merged["rois"].tolist() == [[1, 1, 5, 5]]
     # below a low threshold: the stray cell (2 x 0.9 / 8) and the cell's second class (2 x 0.8
     # / 8, same mask) as well, as the model's own per-class output would have them
-    low = merge_views(views, num_classes=4, n_views=8, min_confidence=0.1)
+    low = merge_detections(views, num_classes=4, min_confidence=0.1)
     assert low["class_ids"].tolist() == [1, 3, 2]
     np.testing.assert_allclose(low["scores"], [6 * 0.9 / 8, 2 * 0.9 / 8, 2 * 0.8 / 8], rtol=1e-6)
     np.testing.assert_array_equal(low["masks"][..., 2], cell)
 
 
 def test_merge_of_nothing_has_the_shapes_of_an_empty_detection():
-    merged = merge_views([result([], [], [])] * 8, num_classes=6, n_views=8)
+    merged = merge_detections([result([], [], [])] * 8, num_classes=6)
     assert merged["masks"].shape == (6, 8, 0) and merged["rois"].shape == (0, 4)
     assert merged["class_ids"].dtype == np.int32 and merged["scores"].dtype == np.float32
 
@@ -74,7 +83,36 @@ def test_tta_model_maps_every_view_back_to_the_original_frame():
         return [result([mask], [2], [0.9])]
 
     fake = types.SimpleNamespace(detect=detect, config=types.SimpleNamespace(NUM_CLASSES=3))
-    (out,) = TTAModel(fake, min_confidence=0.5).detect([image])
+    (out,) = MergedModel([fake], min_confidence=0.5, views=VIEWS).detect([image])
     assert sorted(set(seen)) == [(6, 9, 3), (9, 6, 3)] and len(seen) == 8
     assert out["class_ids"].tolist() == [2] and out["scores"][0] == pytest.approx(0.9)
     np.testing.assert_array_equal(out["masks"][..., 0], image[..., 0] > 128)
+
+
+def fake_model(class_id, score, num_classes=4):
+    """A model that 'detects' the bright pixels of any image as one cell of class_id."""
+    def detect(images, verbose=0):
+        return [result([images[0][..., 0] > 128], [class_id], [score])]
+    return types.SimpleNamespace(detect=detect, config=types.SimpleNamespace(
+        NUM_CLASSES=num_classes))
+
+
+def test_an_ensemble_merges_the_models_answers_per_cell_and_class():
+    image = np.zeros((6, 8, 3), np.uint8)
+    image[1:4, 2:6] = 255
+    models = [fake_model(2, 0.9), fake_model(2, 0.7), fake_model(3, 0.6)]
+    (out,) = MergedModel(models, min_confidence=0.15, views=VIEWS[:1]).detect([image])
+    # one cell; class 2 scores (0.9 + 0.7) / 3, class 3 scores 0.6 / 3
+    assert out["class_ids"].tolist() == [2, 3]
+    np.testing.assert_allclose(out["scores"], [1.6 / 3, 0.2], rtol=1e-6)
+    np.testing.assert_array_equal(out["masks"][..., 0], image[..., 0] > 128)
+    (both,) = MergedModel(models[:2], min_confidence=0.5, views=VIEWS).detect([image])   # 2 models x 8 views
+    assert both["class_ids"].tolist() == [2] and both["scores"][0] == pytest.approx(0.8)
+    (unfiltered,) = MergedModel(models, min_confidence=None, views=VIEWS[:1]).detect([image])
+    assert unfiltered["class_ids"].tolist() == [2, 3]
+
+
+def test_models_with_different_classes_cannot_be_merged():
+    with pytest.raises(ValueError, match="different numbers of classes"):
+        MergedModel([fake_model(1, 0.9, num_classes=4), fake_model(1, 0.9, num_classes=6)], 0.5,
+                    views=VIEWS)

@@ -1,4 +1,5 @@
-"""Test-time augmentation: detect on the 8 dihedral views of an image and merge the answers.
+"""Test-time augmentation and ensembles: detect on the 8 dihedral views of an image, with one
+model or several, and merge the answers.
 
 A microscope image has no up, down, left or right, so each of its 8 views (0-3 quarter turns,
 each with and without a left-right mirror) is as good a question as the original. Every view
@@ -7,12 +8,14 @@ is detected on, its masks are turned back, and the detections of all views are m
 - a cluster is a detection of the highest remaining score and every remaining detection whose
   mask overlaps it with IoU > 0.5;
 - its score for a class is the summed score of its members of that class divided by the
-  number of views (a cell named Neutrophil at 0.9 in 6 of 8 views scores 0.675);
+  number of views asked (a cell named Neutrophil at 0.9 in 6 of 8 views scores 0.675);
 - it gives one detection per class whose score reaches the threshold (as Mask R-CNN's own
   per-class output can name one cell twice at low scores; above 0.5 only one class can),
   with the pixels inside at least half of its members' masks.
 
-Detection takes as long as 8 detections.
+An ensemble (several models trained apart, e.g. with different seeds) is merged the same
+way: every (model, view) pair is one member, and the divisor is the number of members.
+Detection takes as long as one detection per member; merging is cheap beside it.
 """
 import numpy as np
 
@@ -35,22 +38,33 @@ def from_view(array, turns, mirror):
 
 
 def mask_iou_matrix(masks):
-    """masks bool [H, W, N] -> IoU float32 [N, N] of every pair."""
-    flat = masks.reshape(masks.shape[0] * masks.shape[1], masks.shape[-1]).astype(np.float32)
-    inter = flat.T @ flat
-    area = np.diag(inter)
-    union = area[:, None] + area[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1), 0).astype(np.float32)
+    """masks [H, W, N] (non-zero = inside) -> IoU float32 [N, N] of every pair.
+
+    Only pairs whose boxes overlap are compared, each on their boxes' intersection: no float
+    copy of the masks (H x W x N x 4 bytes), and little work when the cells are apart.
+    """
+    masks = np.asarray(masks, bool)
+    boxes = extract_bboxes(masks)
+    area = np.count_nonzero(masks, axis=(0, 1))
+    top, left = (np.maximum(boxes[:, None, k], boxes[None, :, k]) for k in (0, 1))
+    bottom, right = (np.minimum(boxes[:, None, k], boxes[None, :, k]) for k in (2, 3))
+    iou = np.diag((area > 0).astype(np.float32))
+    for i, j in zip(*np.nonzero(np.triu((top < bottom) & (left < right), k=1))):
+        rows, cols = slice(top[i, j], bottom[i, j]), slice(left[i, j], right[i, j])
+        inter = np.count_nonzero(masks[rows, cols, i] & masks[rows, cols, j])
+        iou[i, j] = iou[j, i] = inter / (area[i] + area[j] - inter)
+    return iou
 
 
-def merge_views(results, num_classes, n_views, min_confidence=0.0):
-    """Merge per-view results (model.detect dicts, masks already in the original's frame).
+def merge_detections(results, num_classes, min_confidence=0.0):
+    """Merge the results of (model, view) members: model.detect dicts, one per member (a
+    member that found nothing still counts), masks already in the original's frame.
 
     Returns one dict like model.detect's: rois int32 [N, 4], class_ids int32 [N], scores
     float32 [N], masks bool [H, W, N]: one row per (cluster, class) of score >= min_confidence
     (and > 0), by score.
     """
-    masks = np.concatenate([r["masks"] for r in results], axis=-1).astype(bool)
+    masks = np.concatenate([r["masks"] for r in results], axis=-1).astype(bool, copy=False)
     class_ids = np.concatenate([r["class_ids"] for r in results]).astype(np.int64)
     scores = np.concatenate([r["scores"] for r in results]).astype(np.float64)
     iou = mask_iou_matrix(masks)
@@ -63,7 +77,7 @@ def merge_views(results, num_classes, n_views, min_confidence=0.0):
         members = np.union1d(members, [seed])
         free[members] = False
         by_class = np.bincount(class_ids[members], scores[members], minlength=num_classes)
-        by_class /= n_views
+        by_class /= len(results)
         kept = np.flatnonzero((by_class >= min_confidence) & (by_class > 0))
         if len(kept):
             mask = masks[..., members].sum(axis=-1) * 2 >= len(members)
@@ -77,19 +91,25 @@ def merge_views(results, num_classes, n_views, min_confidence=0.0):
             "masks": out_masks}
 
 
-class TTAModel:
-    """A MaskRCNN (inference mode, batch size 1) that answers detect() from all 8 views.
+class MergedModel:
+    """Models in inference mode (batch size 1) that answer detect() together: every model
+    detects on every view, and the answers are merged (merge_detections).
 
-    Build the wrapped model with a low DETECTION_MIN_CONFIDENCE (e.g. 0.05) so that a cell
-    found at a modest score in some views still counts; `min_confidence` applies to the
-    merged scores.
+    Build the models with a low DETECTION_MIN_CONFIDENCE (e.g. 0.05) so that a cell found at
+    a modest score by some members still counts; `min_confidence` applies to the merged
+    scores. views=VIEWS is test-time augmentation; views=VIEWS[:1] (the image as it is) with
+    several models is an ensemble.
     """
 
-    def __init__(self, model, min_confidence, views=VIEWS):
-        self.model = model
-        self.config = model.config
-        self.min_confidence = min_confidence
-        self.views = tuple(views)
+    def __init__(self, models, min_confidence, *, views):
+        self.models, self.views = list(models), tuple(views)
+        if not self.models or not self.views:
+            raise ValueError("MergedModel needs at least one model and one view")
+        classes = {m.config.NUM_CLASSES for m in self.models}
+        if len(classes) > 1:
+            raise ValueError(f"the models know different numbers of classes: {sorted(classes)}")
+        self.config = self.models[0].config
+        self.min_confidence = min_confidence or 0.0    # as in Config: 0 / None = no filter
 
     def detect(self, images, verbose=0):
         """Like MaskRCNN.detect: one result dict per image of `images` (a list of one)."""
@@ -98,9 +118,9 @@ class TTAModel:
             results = []
             for turns, mirror in self.views:
                 view = np.ascontiguousarray(to_view(image, turns, mirror))
-                r = self.model.detect([view], verbose=verbose)[0]
-                r["masks"] = from_view(r["masks"], turns, mirror)
-                results.append(r)
-            out.append(merge_views(results, self.config.NUM_CLASSES, len(self.views),
-                                   self.min_confidence))
+                for model in self.models:
+                    r = model.detect([view], verbose=verbose)[0]
+                    r["masks"] = from_view(r["masks"], turns, mirror)
+                    results.append(r)
+            out.append(merge_detections(results, self.config.NUM_CLASSES, self.min_confidence))
         return out
