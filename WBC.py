@@ -529,7 +529,7 @@ def merge_description(n_models, tta):
 
 
 def cmd_detect(args):
-    from wbc.detect import detect_files, list_images, plan_jobs
+    from wbc.detect import claim_out_dir, detect_files, list_images, plan_jobs
     if bool(args.image) == bool(args.images):
         raise UserError("detect needs exactly one of --image=FILE or --images=DIR")
     files = list_images(args.image, args.images)
@@ -537,12 +537,16 @@ def cmd_detect(args):
         raise UserError(f"--out={args.out}: is a file, not a folder. Give a folder for the "
                         "results")
     model = None
-    if plan_jobs(files, args.out)[1]:
+    todo = plan_jobs(files, args.out)[1]
+    if todo:
         set_threads(args.threads)
         model, sources = inference_model(args.weights or "last", args.logs,
                                          args.min_confidence, precision=args.precision,
                                          tta=args.tta)
         print(f"Weights: {', '.join(sources)}" + merge_description(len(sources), args.tta))
+        claim_out_dir(args.out, {"weights": sources, "tta": args.tta,
+                                 "min_confidence": args.min_confidence},
+                      [stem for _, stem in todo])
     summary = detect_files(model, files, args.out, CLASS_NAMES)
     print(summary)
     return 0

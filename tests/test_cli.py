@@ -180,6 +180,11 @@ def test_train_resume_detect_evaluate(tmp_path, synth_data):
     again = run(*args)
     assert again.returncode == 0 and "already done" in again.stdout
     assert {p: p.stat().st_mtime_ns for p in out.glob("*_overlay.png")} == before
+    another = next(p for d in images.iterdir() if d != folder for p in d.iterdir())
+    other = run("detect", f"--image={another}", f"--out={out}",     # other weights, same --out
+                f"--weights={run_dir / 'mask_rcnn_wbc_0001.h5'}")
+    assert other.returncode == 2 and "holds detections made with" in other.stderr, other.stderr
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*_overlay.png")} == before
 
     report = tmp_path / "eval"
     result = run("evaluate", f"--dataset={synth_data}", f"--logs={logs}", f"--out={report}")

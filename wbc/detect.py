@@ -88,6 +88,32 @@ def plan_jobs(files, out_dir):
     return jobs, todo
 
 
+MODEL_RECORD = ".model.json"
+
+
+def claim_out_dir(out_dir, model_description, todo_stems):
+    """Record which model writes into out_dir (out_dir/.model.json). UserError if out_dir
+    keeps results (records other than `todo_stems`, which are redone) of another model, so
+    that one folder never mixes the answers of two models."""
+    path = os.path.join(out_dir, MODEL_RECORD)
+    try:
+        with open(path) as f:
+            before = json.load(f)
+    except (OSError, ValueError):
+        before = None
+    try:
+        kept = {os.path.splitext(n)[0] for n in os.listdir(os.path.join(out_dir, RECORDS))
+                if n.endswith(".json")} - set(todo_stems)
+    except OSError:
+        kept = set()
+    if kept and before is not None and before != model_description:
+        raise UserError(f"--out={out_dir}: holds detections made with {before}, not with "
+                        f"{model_description}. Give another --out, or delete the folder to "
+                        "start over")
+    os.makedirs(out_dir, exist_ok=True)
+    write_json(path, model_description)
+
+
 def prepare_out_dir(out_dir):
     """Create out_dir/.records and remove the temporary files of a killed run."""
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
