@@ -499,9 +499,9 @@ def inference_model(weights, logs, min_confidence=None, image_size=None, precisi
     from mrcnn import model as modellib
     merged = tta or len(specs) > 1
     member_confidence = min_confidence
-    if merged:
-        member_confidence = min(EVAL_MIN_SCORE, EVAL_MIN_SCORE if min_confidence is None
-                                else min_confidence)
+    if merged:   # members report low scores too; a lower asked threshold is honoured
+        member_confidence = (EVAL_MIN_SCORE if min_confidence is None
+                             else min(EVAL_MIN_SCORE, min_confidence))
     stored = [weights_config(spec, logs) for spec in specs]
     models, sources = [], []
     for spec, saved in zip(specs, stored):
@@ -529,25 +529,23 @@ def merge_description(n_models, tta):
 
 
 def cmd_detect(args):
-    from wbc.detect import claim_out_dir, detect_files, list_images, plan_jobs
+    from wbc.detect import detect_files, list_images, plan_jobs
     if bool(args.image) == bool(args.images):
         raise UserError("detect needs exactly one of --image=FILE or --images=DIR")
     files = list_images(args.image, args.images)
     if os.path.exists(args.out) and not os.path.isdir(args.out):
         raise UserError(f"--out={args.out}: is a file, not a folder. Give a folder for the "
                         "results")
-    model = None
-    todo = plan_jobs(files, args.out)[1]
-    if todo:
+    model = description = None
+    if plan_jobs(files, args.out)[1]:
         set_threads(args.threads)
         model, sources = inference_model(args.weights or "last", args.logs,
                                          args.min_confidence, precision=args.precision,
                                          tta=args.tta)
         print(f"Weights: {', '.join(sources)}" + merge_description(len(sources), args.tta))
-        claim_out_dir(args.out, {"weights": sources, "tta": args.tta,
-                                 "min_confidence": args.min_confidence},
-                      [stem for _, stem in todo])
-    summary = detect_files(model, files, args.out, CLASS_NAMES)
+        description = {"weights": sources, "tta": args.tta,
+                       "min_confidence": args.min_confidence}
+    summary = detect_files(model, files, args.out, CLASS_NAMES, model_description=description)
     print(summary)
     return 0
 

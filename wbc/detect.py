@@ -110,7 +110,6 @@ def claim_out_dir(out_dir, model_description, todo_stems):
         raise UserError(f"--out={out_dir}: holds detections made with {before}, not with "
                         f"{model_description}. Give another --out, or delete the folder to "
                         "start over")
-    os.makedirs(out_dir, exist_ok=True)
     write_json(path, model_description)
 
 
@@ -133,12 +132,15 @@ def _raise_write_error(exc, out_dir):
                     "continue") from None
 
 
-def detect_files(model, files, out_dir, class_names, progress=True):
+def detect_files(model, files, out_dir, class_names, progress=True, model_description=None):
     """Detect on every file not done yet in out_dir; returns a one-line summary.
-    `model` may be None when nothing is left to do."""
+    `model` may be None when nothing is left to do. `model_description` (JSON: weights and
+    options), if given, is claimed for out_dir before anything is written (claim_out_dir)."""
     from tqdm import tqdm
     prepare_out_dir(out_dir)
     jobs, todo = plan_jobs(files, out_dir)
+    if todo and model_description is not None:
+        claim_out_dir(out_dir, model_description, [stem for _, stem in todo])
     skipped = len(jobs) - len(todo)
     if skipped:
         print(f"{skipped} of {len(jobs)} images already done in {out_dir}: skipped")
