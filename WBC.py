@@ -304,6 +304,8 @@ def cmd_train(args):
     check_layers_flag(args.layers)
     base = weights_config(args.weights, args.logs)
     saved_layers = base.pop("LAYERS", None)
+    if args.new_run:    # fine-tuning starts at WBCConfig's 0.001, not the run's own rate
+        base.pop("LEARNING_RATE", None)
     scratch = SCRATCH_RECIPE if args.weights == "none" else {}
     flags = {**image_size_config(args.image_size),
              "BACKBONE": args.backbone,
@@ -328,6 +330,8 @@ def cmd_train(args):
     from mrcnn import model as modellib
     model = modellib.MaskRCNN("training", config, args.logs)
     source = resolve_weights(model, args.weights, args.logs, for_training=True)
+    if args.new_run:
+        model.set_log_dir()     # epoch 0 in a new run folder, not the checkpoint's run
     layers = args.layers or saved_layers or (
         "3+" if args.weights in ("coco", "imagenet") else "all")
     check_layers_match(model, layers)
@@ -617,7 +621,8 @@ def cmd_import_lisc(args):
 
 def cmd_synth(args):
     from wbc.synth import generate
-    counts = generate(args.out, images=args.images, size=args.size, seed=args.seed)
+    counts = generate(args.out, images=args.images, size=args.size, seed=args.seed,
+                      single_cells=args.single_cells)
     for subset in ("train", "val"):
         print(f"{subset}: " + ", ".join(f"{k} {v}" for k, v in counts[subset].items()))
     print(f"Wrote {args.images} images to {args.out} in {counts['seconds']:.1f} s")
@@ -698,6 +703,10 @@ def build_parser():
     p.add_argument("--logs", default=DEFAULT_LOGS, help="where runs are written (default logs)")
     p.add_argument("--epochs", type=number(int, 1), default=75,
                    help="train up to this epoch (default 75)")
+    p.add_argument("--new-run", action="store_true",
+                   help="start a new run at epoch 0 from the --weights checkpoint (fine-tuning, "
+                        "e.g. after pretraining on synth --single-cells; learning rate 0.001 "
+                        "unless --lr) instead of continuing that checkpoint's run from its epoch")
     p.add_argument("--steps-per-epoch", type=number(int, 1), default=None)
     p.add_argument("--validation-steps", type=number(int, 1), default=None,
                    help="validation batches per epoch (default 10)")
@@ -706,7 +715,7 @@ def build_parser():
                         "own on resume, else all)")
     p.add_argument("--lr", type=number(float, 0, low_open=True), default=None,
                    help="learning rate (default 0.005 with --weights=none, else 0.001; the run's "
-                        "own on resume)")
+                        "own on resume, but not with --new-run)")
     p.add_argument("--image-size", type=number(int), default=None,
                    help="square side, multiple of 64")
     p.add_argument("--backbone", choices=["resnet50", "resnet101", "small"], default=None,
@@ -765,8 +774,13 @@ def build_parser():
             "draw synthetic blood smears in the dataset layout")
     p.add_argument("--out", required=True)
     p.add_argument("--images", type=number(int), default=100)
-    p.add_argument("--size", type=number(int), default=512)
+    p.add_argument("--size", type=number(int), default=512,
+                   help="side of each smear in px (default 512)")
     p.add_argument("--seed", type=number(int, 0), default=0)
+    p.add_argument("--single-cells", action="store_true",
+                   help="one white cell per image, cropped so that it fills 50-72%% of the "
+                        "side, from smears of 1-2x --size (cells of about 60-240 px at the default "
+                        "size): data to pretrain on before single-cell data such as wbc-zheng2018")
 
     p = add("demo", cmd_demo, "python3 WBC.py demo",
             "synthesise a small set, train a small model for a few minutes, evaluate, detect")

@@ -281,16 +281,21 @@ class MaskRCNN:
 
     # -- log dir, checkpoints, weights ---------------------------------------------------
     def set_log_dir(self, model_path=None):
-        """Set log_dir and checkpoint_path; a checkpoint path of ours resumes its run and epoch."""
+        """Set log_dir and checkpoint_path; a checkpoint path of ours resumes its run and epoch.
+
+        A new run takes the folder <name><YYYYmmddTHHMM> of the current minute, or of the
+        next minute whose folder does not exist yet, so two runs never share a folder."""
         self.epoch = 0
-        now = datetime.datetime.now()
-        if model_path:
-            m = CHECKPOINT_RE.match(os.path.abspath(os.fspath(model_path)))
-            if m:
-                now = datetime.datetime(*(int(g) for g in m.groups()[:5]))
-                self.epoch = int(m.group(6))
-                logger.info("Re-starting from epoch %d", self.epoch)
         name = self.config.NAME.lower()
+        m = model_path and CHECKPOINT_RE.match(os.path.abspath(os.fspath(model_path)))
+        if m:
+            now = datetime.datetime(*(int(g) for g in m.groups()[:5]))
+            self.epoch = int(m.group(6))
+            logger.info("Re-starting from epoch %d", self.epoch)
+        else:
+            now = datetime.datetime.now()
+            while os.path.exists(os.path.join(self.model_dir, f"{name}{now:%Y%m%dT%H%M}")):
+                now += datetime.timedelta(minutes=1)
         self.log_dir = os.path.join(self.model_dir, f"{name}{now:%Y%m%dT%H%M}")
         self.checkpoint_path = os.path.join(self.log_dir, f"mask_rcnn_{name}_{{epoch:04d}}.h5")
 

@@ -138,6 +138,16 @@ def test_import_lisc_then_check(tmp_path):
     assert run("import-lisc", f"--source={tmp_path / 'nope'}", f"--out={out}").returncode == 2
 
 
+def test_synth_single_cells(tmp_path):
+    result = run("synth", f"--out={tmp_path / 'cells'}", "--images=5", "--size=96",
+                 "--single-cells")
+    assert result.returncode == 0, result.stderr
+    masks = sorted((tmp_path / "cells").glob("*/mask/*/*.png"))
+    assert len(masks) == 5
+    sides = {Image.open(m).size for m in masks}
+    assert all(w == h for w, h in sides) and len(sides) > 1      # crops, not 96 x 96 smears
+
+
 def test_train_resume_detect_evaluate(tmp_path, synth_data):
     logs = tmp_path / "logs"
     common = [f"--dataset={synth_data}", f"--logs={logs}", "--image-size=128",
@@ -157,6 +167,16 @@ def test_train_resume_detect_evaluate(tmp_path, synth_data):
     assert (run_dir / "mask_rcnn_wbc_0002.h5").is_file()
     assert "Training layers all" in second.stdout and "from epoch 1 to 2" in second.stdout
     assert len(list(logs.iterdir())) == 1                     # continued in the same run
+    finetune = tmp_path / "finetune"
+    fresh = run("train", f"--weights={run_dir / 'mask_rcnn_wbc_0002.h5'}", "--new-run",
+                "--epochs=1", *common, f"--logs={finetune}")
+    assert fresh.returncode == 0, fresh.stdout + fresh.stderr
+    assert "from epoch 0 to 1" in fresh.stdout
+    (fresh_dir,) = finetune.iterdir()                          # a new run, at epoch 1
+    assert [p.name for p in fresh_dir.glob("*.h5")] == ["mask_rcnn_wbc_0001.h5"]
+    fresh_config = json.loads((fresh_dir / "config.json").read_text())
+    assert (fresh_config["BACKBONE"], fresh_config["LEARNING_RATE"]) == ("small", 0.001)
+    assert not (run_dir / "mask_rcnn_wbc_0003.h5").exists()
 
     images = synth_data / "val" / "image"
     folder = next(d for d in images.iterdir() if any(d.iterdir()))

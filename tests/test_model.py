@@ -287,6 +287,21 @@ def test_training_writes_checkpoints_and_resumes_at_the_next_epoch(tmp_path, sha
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(model.log_dir))
 
 
+def test_a_new_run_never_shares_a_folder_with_an_existing_run(tmp_path):
+    model = modellib.MaskRCNN.__new__(modellib.MaskRCNN)
+    model.config, model.model_dir = TinyConfig(), str(tmp_path)
+    model.set_log_dir()
+    first = model.log_dir
+    os.makedirs(first)
+    model.set_log_dir()                                  # the same minute: the next free one
+    second = model.log_dir
+    assert second != first and not os.path.exists(second)
+    assert os.path.basename(second) > os.path.basename(first)
+    checkpoint = os.path.join(first, "mask_rcnn_tiny_0007.h5")
+    model.set_log_dir(checkpoint)                        # a checkpoint resumes its own run
+    assert (model.log_dir, model.epoch) == (first, 7)
+
+
 def test_find_last_errors(tmp_path, inference_model):
     model = modellib.MaskRCNN.__new__(modellib.MaskRCNN)
     model.config, model.model_dir = TinyConfig(), str(tmp_path)

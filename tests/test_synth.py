@@ -129,6 +129,35 @@ def test_draw_smear_contract(cls):
         assert not (ndimage.binary_dilation(nucleus) & (mask == 0)).any()
 
 
+def test_crop_single_cell_keeps_the_whole_cell_at_the_asked_fill():
+    rng = np.random.default_rng(11)
+    for trial in range(20):
+        image, mask = draw_smear(rng, 256, CLASSES[trial % 5], 1)
+        crop_image, crop_mask = synth.crop_single_cell(rng, image, mask)
+        side = crop_mask.shape[0]
+        assert crop_mask.shape == (side, side) and crop_image.shape == (side, side, 3)
+        assert np.count_nonzero(crop_mask) == np.count_nonzero(mask)      # nothing cut off
+        ys, xs = np.nonzero(crop_mask)
+        cell = max(ys.max() - ys.min(), xs.max() - xs.min()) + 1
+        assert synth.CELL_FILL[0] - 0.01 <= cell / side <= synth.CELL_FILL[1] + 0.01
+
+
+def test_single_cell_data_set(tmp_path):
+    root = str(tmp_path / "cells")
+    counts = generate(root, images=10, size=96, seed=2, progress=False, single_cells=True)
+    assert sum(counts["train"].values()) + sum(counts["val"].values()) == 10
+    sides = set()
+    for f in _files(root):
+        if f.split(os.sep)[1] == "mask":
+            m = np.asarray(Image.open(os.path.join(root, f)))
+            image = Image.open(os.path.join(root, f.replace(os.sep + "mask" + os.sep,
+                                                            os.sep + "image" + os.sep)))
+            assert image.size == m.shape[::-1] and m.shape[0] == m.shape[1]
+            assert ndimage.label(m > 0)[1] == 1
+            sides.add(m.shape[0])
+    assert len(sides) > 1                       # cells of several sizes, crops of several sides
+
+
 def test_draw_smear_rejects_bad_arguments():
     rng = np.random.default_rng(0)
     with pytest.raises(ValueError):

@@ -20,8 +20,9 @@ The mask follows the real data set (wbc-zheng2018): 0 background (red cells incl
 128 cytoplasm, 255 nucleus; each white cell is one connected component, white cells never
 touch each other.
 
-Public API: ``CLASSES``, ``draw_smear(rng, size, cell_class, n_cells)`` and
-``generate(out_dir, images, size, seed, val_fraction, progress)``.
+Public API: ``CLASSES``, ``draw_smear(rng, size, cell_class, n_cells)``,
+``crop_single_cell(rng, image, mask)`` and
+``generate(out_dir, images, size, seed, val_fraction, progress, single_cells)``.
 """
 import math
 import os
@@ -38,7 +39,7 @@ from wbc.errors import UserError
 
 CLASSES = ["Basophil", "Eosinophil", "Lymphocyte", "Monocyte", "Neutrophil"]
 
-__all__ = ["CLASSES", "draw_smear", "generate"]
+__all__ = ["CLASSES", "crop_single_cell", "draw_smear", "generate"]
 
 MIN_SIZE = 64
 F32 = np.float32
@@ -701,15 +702,41 @@ def _save_png(array, path):
             os.unlink(tmp)
 
 
-def generate(out_dir, images=100, size=512, seed=0, val_fraction=0.2, progress=True):
+# Single-cell crops: the white cell's larger side over the crop's side, as in wbc-zheng2018
+# (its cells fill 54-63% of the image side at the median).
+CELL_FILL = (0.5, 0.72)
+# Single-cell crops are cut from smears of size x these factors, so cells span about 77-170 px.
+CROP_SMEAR_SCALES = (1.0, 1.25, 1.5, 1.75, 2.0)
+
+
+def crop_single_cell(rng, image, mask, fill=CELL_FILL):
+    """A square crop of a one-cell smear that holds the whole cell, which fills a random
+    fraction in `fill` of the crop's side, at a random place.
+
+    image uint8 [S, S, 3], mask uint8 [S, S] (one white cell) -> the same arrays cropped to
+    [C, C, 3] and [C, C], C = round(cell side / fraction), at most S.
+    """
+    ys, xs = np.nonzero(mask)
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    side = min(int(max(y1 - y0, x1 - x0) / rng.uniform(*fill)), mask.shape[0])
+    top = int(rng.integers(max(0, y1 - side), min(y0, mask.shape[0] - side) + 1))
+    left = int(rng.integers(max(0, x1 - side), min(x0, mask.shape[1] - side) + 1))
+    return (image[top:top + side, left:left + side], mask[top:top + side, left:left + side])
+
+
+def generate(out_dir, images=100, size=512, seed=0, val_fraction=0.2, progress=True,
+             single_cells=False):
     """Write a synthetic data set in the product's layout and return its counts.
 
     Layout: <out_dir>/<train|val>/image/<Class>/<stem>.png (RGB) and
     <out_dir>/<train|val>/mask/<Class>/<stem>.png (8-bit grey, 0/128/255), stems synth_NNNNN.
     Classes are balanced (round-robin over a seeded shuffle of CLASSES), the split is
-    stratified per class, each image has 1-3 white cells. The same arguments give
-    byte-identical files. Never overwrites a file: refuses (UserError) if any file it would
-    write exists. Returns {"train": {class: n}, "val": {class: n}, "seconds": t}.
+    stratified per class. Each image is a size x size smear with 1-3 white cells or, with
+    single_cells, one white cell cropped from a smear of size x CROP_SMEAR_SCALES px so that
+    it fills CELL_FILL of the side (images of varying size, like single-cell data sets).
+    The same arguments give byte-identical files. Never overwrites a file: refuses
+    (UserError) if any file it would write exists.
+    Returns {"train": {class: n}, "val": {class: n}, "seconds": t}.
     """
     t0 = time.perf_counter()
     if isinstance(images, bool) or not isinstance(images, (int, np.integer)) or images < 1:
@@ -738,8 +765,11 @@ def generate(out_dir, images=100, size=512, seed=0, val_fraction=0.2, progress=T
     for index, stem, cls, subset in tqdm(plan, desc="synth", unit="img", file=sys.stderr,
                                          disable=not progress, dynamic_ncols=True):
         rng = np.random.default_rng(np.random.SeedSequence([seed, 1, index]))
-        n_cells = int(rng.integers(1, 4))
-        img, mask = draw_smear(rng, size, cls, n_cells)
+        if single_cells:
+            smear = int(round(size * float(rng.choice(CROP_SMEAR_SCALES))))
+            img, mask = crop_single_cell(rng, *draw_smear(rng, smear, cls, 1))
+        else:
+            img, mask = draw_smear(rng, size, cls, int(rng.integers(1, 4)))
         img_path, mask_path = _paths(out_dir, stem, cls, subset)
         _save_png(img, img_path)
         _save_png(mask, mask_path)
