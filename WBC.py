@@ -300,6 +300,10 @@ def cmd_train(args):
     time_limit = parse_duration(args.time_limit) if args.time_limit is not None else None
     if time_limit is not None and time_limit <= 0:
         raise UserError(f"--time-limit={args.time_limit}: must be more than 0 (e.g. 8h)")
+    if args.new_run and args.weights in ("none", "coco", "imagenet"):
+        raise UserError(f"--new-run: starts a new run from a checkpoint of ours; with "
+                        f"--weights={args.weights} every run is new already. Give "
+                        "--weights=PATH or last, or leave out --new-run")
     quiet_tensorflow()
     check_layers_flag(args.layers)
     base = weights_config(args.weights, args.logs)
@@ -775,7 +779,8 @@ def build_parser():
     p.add_argument("--out", required=True)
     p.add_argument("--images", type=number(int), default=100)
     p.add_argument("--size", type=number(int), default=512,
-                   help="side of each smear in px (default 512)")
+                   help="side of each smear in px (default 512); with --single-cells, the "
+                        "smallest smear the cells are cut from")
     p.add_argument("--seed", type=number(int, 0), default=0)
     p.add_argument("--single-cells", action="store_true",
                    help="one white cell per image, cropped so that it fills 50-72%% of the "

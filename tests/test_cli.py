@@ -168,6 +168,7 @@ def test_train_resume_detect_evaluate(tmp_path, synth_data):
     assert "Training layers all" in second.stdout and "from epoch 1 to 2" in second.stdout
     assert len(list(logs.iterdir())) == 1                     # continued in the same run
     finetune = tmp_path / "finetune"
+    before = sorted(p.name for p in run_dir.iterdir())
     fresh = run("train", f"--weights={run_dir / 'mask_rcnn_wbc_0002.h5'}", "--new-run",
                 "--epochs=1", *common, f"--logs={finetune}")
     assert fresh.returncode == 0, fresh.stdout + fresh.stderr
@@ -176,7 +177,9 @@ def test_train_resume_detect_evaluate(tmp_path, synth_data):
     assert [p.name for p in fresh_dir.glob("*.h5")] == ["mask_rcnn_wbc_0001.h5"]
     fresh_config = json.loads((fresh_dir / "config.json").read_text())
     assert (fresh_config["BACKBONE"], fresh_config["LEARNING_RATE"]) == ("small", 0.001)
-    assert not (run_dir / "mask_rcnn_wbc_0003.h5").exists()
+    assert sorted(p.name for p in run_dir.iterdir()) == before     # the source run untouched
+    refused = run("train", "--weights=none", "--new-run", *common)
+    assert refused.returncode == 2 and "--new-run" in refused.stderr, refused.stderr
 
     images = synth_data / "val" / "image"
     folder = next(d for d in images.iterdir() if any(d.iterdir()))
