@@ -54,6 +54,12 @@ LAYER_REGEX = {
     "all": ".*",
 }
 
+def _holds_checkpoints(folder):
+    """True if folder exists and holds a checkpoint (mask_rcnn_*.h5)."""
+    return os.path.isdir(folder) and any(n.startswith("mask_rcnn_") and n.endswith(".h5")
+                                         for n in os.listdir(folder))
+
+
 CHECKPOINT_RE = re.compile(r".*[/\\][\w-]+(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})[/\\]"
                            r"mask\_rcnn\_[\w-]+(\d{4})\.h5$")
 
@@ -284,7 +290,8 @@ class MaskRCNN:
         """Set log_dir and checkpoint_path; a checkpoint path of ours resumes its run and epoch.
 
         A new run takes the folder <name><YYYYmmddTHHMM> of the current minute, or of the
-        next minute whose folder does not exist yet, so two runs never share a folder."""
+        next minute whose folder holds no checkpoint, so it never writes into a run that has
+        weights (a folder without any is a run killed before its first checkpoint: reused)."""
         self.epoch = 0
         name = self.config.NAME.lower()
         m = model_path and CHECKPOINT_RE.match(os.path.abspath(os.fspath(model_path)))
@@ -294,7 +301,7 @@ class MaskRCNN:
             logger.info("Re-starting from epoch %d", self.epoch)
         else:
             now = datetime.datetime.now()
-            while os.path.exists(os.path.join(self.model_dir, f"{name}{now:%Y%m%dT%H%M}")):
+            while _holds_checkpoints(os.path.join(self.model_dir, f"{name}{now:%Y%m%dT%H%M}")):
                 now += datetime.timedelta(minutes=1)
         self.log_dir = os.path.join(self.model_dir, f"{name}{now:%Y%m%dT%H%M}")
         self.checkpoint_path = os.path.join(self.log_dir, f"mask_rcnn_{name}_{{epoch:04d}}.h5")

@@ -287,17 +287,20 @@ def test_training_writes_checkpoints_and_resumes_at_the_next_epoch(tmp_path, sha
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(model.log_dir))
 
 
-def test_a_new_run_never_shares_a_folder_with_an_existing_run(tmp_path):
+def test_a_new_run_never_writes_into_a_run_with_checkpoints(tmp_path):
     model = modellib.MaskRCNN.__new__(modellib.MaskRCNN)
     model.config, model.model_dir = TinyConfig(), str(tmp_path)
     model.set_log_dir()
     first = model.log_dir
     os.makedirs(first)
-    model.set_log_dir()                                  # the same minute: the next free one
+    model.set_log_dir()                  # a folder without checkpoints (a killed start): reused
+    assert model.log_dir == first
+    checkpoint = os.path.join(first, "mask_rcnn_tiny_0007.h5")
+    open(checkpoint, "wb").close()
+    model.set_log_dir()                                  # a run with weights: the next minute
     second = model.log_dir
     assert second != first and not os.path.exists(second)
     assert os.path.basename(second) > os.path.basename(first)
-    checkpoint = os.path.join(first, "mask_rcnn_tiny_0007.h5")
     model.set_log_dir(checkpoint)                        # a checkpoint resumes its own run
     assert (model.log_dir, model.epoch) == (first, 7)
 
