@@ -54,10 +54,12 @@ LAYER_REGEX = {
     "all": ".*",
 }
 
-def _holds_checkpoints(folder):
-    """True if folder exists and holds a checkpoint (mask_rcnn_*.h5)."""
-    return os.path.isdir(folder) and any(n.startswith("mask_rcnn_") and n.endswith(".h5")
-                                         for n in os.listdir(folder))
+
+def checkpoint_files(folder):
+    """Sorted names of the checkpoints (mask_rcnn*.h5) in a run folder; [] if it is missing."""
+    if not os.path.isdir(folder):
+        return []
+    return sorted(f for f in os.listdir(folder) if f.startswith("mask_rcnn") and f.endswith(".h5"))
 
 
 CHECKPOINT_RE = re.compile(r".*[/\\][\w-]+(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})[/\\]"
@@ -107,8 +109,7 @@ def find_last(model_dir, name):
                   if d.startswith(name) and os.path.isdir(os.path.join(model_dir, d)))
     for run in reversed(runs):
         folder = os.path.join(model_dir, run)
-        files = sorted(f for f in os.listdir(folder)
-                       if f.startswith("mask_rcnn") and f.endswith(".h5"))
+        files = checkpoint_files(folder)
         if files:
             return CheckpointPath(os.path.join(folder, files[-1]))
     if not runs:
@@ -301,7 +302,7 @@ class MaskRCNN:
             logger.info("Re-starting from epoch %d", self.epoch)
         else:
             now = datetime.datetime.now()
-            while _holds_checkpoints(os.path.join(self.model_dir, f"{name}{now:%Y%m%dT%H%M}")):
+            while checkpoint_files(os.path.join(self.model_dir, f"{name}{now:%Y%m%dT%H%M}")):
                 now += datetime.timedelta(minutes=1)
         self.log_dir = os.path.join(self.model_dir, f"{name}{now:%Y%m%dT%H%M}")
         self.checkpoint_path = os.path.join(self.log_dir, f"mask_rcnn_{name}_{{epoch:04d}}.h5")
