@@ -78,6 +78,9 @@ class WBCConfig(Config):
 # scored about 40% lower mask AP than the small backbone in the same time (README).
 SCRATCH_RECIPE = {"BACKBONE": "small", "LEARNING_RATE": 0.005}
 
+# --weights values that name no file of ours: random, Matterport's COCO, Keras' ImageNet.
+BUILTIN_WEIGHTS = ("none", "coco", "imagenet")
+
 PYRAMID_LEVELS = {"p2": 2, "p3": 3}     # --pyramid -> PYRAMID_MIN_LEVEL
 
 # Config attributes saved with a run (config.json) and restored when its weights are used.
@@ -256,7 +259,7 @@ def weights_config(spec, logs):
             return saved_config(find_last_checkpoint(logs))
         except UserError:
             return {}
-    if spec not in ("coco", "imagenet", "none") and os.path.isfile(spec):
+    if spec not in BUILTIN_WEIGHTS and os.path.isfile(spec):
         return saved_config(spec)
     return {}
 
@@ -300,7 +303,7 @@ def cmd_train(args):
     time_limit = parse_duration(args.time_limit) if args.time_limit is not None else None
     if time_limit is not None and time_limit <= 0:
         raise UserError(f"--time-limit={args.time_limit}: must be more than 0 (e.g. 8h)")
-    if args.new_run and args.weights in ("none", "coco", "imagenet"):
+    if args.new_run and args.weights in BUILTIN_WEIGHTS:
         raise UserError(f"--new-run: starts a new run from a checkpoint of ours; with "
                         f"--weights={args.weights} every run is new already. Give "
                         "--weights=PATH or last, or leave out --new-run")
@@ -484,7 +487,7 @@ def weights_list(spec):
                         "for an ensemble")
     if len(specs) > 1:
         for part in specs:
-            if part in ("none", "coco", "imagenet"):
+            if part in BUILTIN_WEIGHTS:
                 raise UserError(f"--weights={spec}: an ensemble is of trained WBC runs; "
                                 f"'{part}' is not one. Give last or .h5 paths")
             if part != "last" and not os.path.isfile(part):
