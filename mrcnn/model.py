@@ -240,7 +240,7 @@ class MaskRCNN:
             mrcnn_mask = build_fpn_mask_graph(detected[..., :4], pool_size=config.MASK_POOL_SIZE,
                                               **heads)
             mrcnn_mask = PadRowsTo(config.DETECTION_MAX_INSTANCES, name="mrcnn_mask_rows")(
-                mrcnn_mask)
+                [mrcnn_mask, detections[..., 4]])
             model = keras.Model([input_image, input_image_meta, input_anchors],
                                 [detections, mrcnn_class, mrcnn_bbox, mrcnn_mask, rpn_rois,
                                  rpn_class, rpn_bbox], name="mask_rcnn")

@@ -57,19 +57,27 @@ class LeadingRows(Float32Layer):
 
 
 class PadRowsTo(Float32Layer):
-    """Zero-pad [B, k, ...] to [B, rows, ...] along axis 1 (undoes LeadingRows)."""
+    """Undo LeadingRows: zero-pad [B, k, ...] to [B, rows, ...] along axis 1 and zero every
+    row that is not valid, so rows without a detection hold 0 even where LeadingRows kept them
+    (k >= 1 when no row is valid; an image with fewer valid rows than another in its batch).
+
+    Inputs: [x [B, k, ...], valid [B, rows] (> 0 means valid)]; output [B, rows, ...].
+    """
 
     def __init__(self, rows, **kwargs):
         super().__init__(**kwargs)
         self.rows = rows
 
-    def call(self, x):
+    def call(self, inputs):
+        x, valid = inputs
         pad = tf.concat([[[0, 0], [0, self.rows - tf.shape(x)[1]]],
                          tf.zeros([len(x.shape) - 2, 2], tf.int32)], 0)
-        return tf.pad(x, pad)
+        keep = tf.cast(valid > 0, x.dtype)
+        return tf.pad(x, pad) * tf.reshape(keep, tf.concat([tf.shape(keep), tf.ones(
+            [len(x.shape) - 2], tf.int32)], 0))
 
     def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.rows) + tuple(input_shape[2:])
+        return (input_shape[0][0], self.rows) + tuple(input_shape[0][2:])
 
 
 class PyramidROIAlign(Float32Layer):

@@ -99,11 +99,14 @@ def test_leading_rows_cut_to_the_longest_valid_prefix_and_pad_back():
     rows = tf.reshape(tf.range(2 * 5 * 2, dtype=tf.float32), [2, 5, 2])
     (cut,) = LeadingRows()([valid, rows])
     np.testing.assert_array_equal(cut.numpy(), rows.numpy()[:, :2])
-    padded = PadRowsTo(5)(cut).numpy()
-    np.testing.assert_array_equal(padded[:, :2], rows.numpy()[:, :2])
-    assert padded.shape == (2, 5, 2) and not padded[:, 2:].any()
+    padded = PadRowsTo(5)([cut, valid]).numpy()
+    np.testing.assert_array_equal(padded[0, :2], rows.numpy()[0, :2])
+    # The second image has one valid row: its second kept row is zeroed like the padding.
+    np.testing.assert_array_equal(padded[1, :1], rows.numpy()[1, :1])
+    assert padded.shape == (2, 5, 2) and not padded[0, 2:].any() and not padded[1, 1:].any()
     (none_valid,) = LeadingRows()([tf.zeros([2, 5]), rows])
     assert none_valid.shape == (2, 1, 2)
+    assert not PadRowsTo(5)([none_valid, tf.zeros([2, 5])]).numpy().any()
 
 
 def test_detection_targets_sample_positives_first_with_deltas_and_masks():
