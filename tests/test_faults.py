@@ -289,6 +289,41 @@ def test_train_disk_full_while_saving_is_one_line_and_keeps_the_last_checkpoint(
     check_run_folder(run, LR)
 
 
+def test_new_run_disk_full_before_its_first_checkpoint_says_start_again(tmp_path, data, trained):
+    """The newest checkpoint in --logs is the source run's: the message must not offer it,
+    nor --weights=last, which would continue the source run instead of the fine-tuning."""
+    logs = str(tmp_path / "logs")
+    shutil.copytree(trained[0], logs)
+    (source_run,) = run_dirs(logs)
+    source = os.path.join(source_run, "mask_rcnn_wbc_0001.h5")
+    before = {n: sha(os.path.join(source_run, n)) for n in os.listdir(source_run)}
+    code = DISK_FULL_ON_FIRST_SAVE % (HDF5_ENOSPC, os.path.join(ROOT, "WBC.py"))
+    child = Child(train_args(data, logs, source, epochs=2) + ["--new-run"], tmp_path / "err.txt",
+                  code=code)
+    assert child.finish() == 2, child.stdout + child.stderr
+    (error,) = [line for line in child.stderr.splitlines() if line.startswith("error:")]
+    assert "disk is full" in error and "No checkpoint of this run was written yet" in error
+    assert "run the same command again" in error
+    assert source not in error and "--weights=last" not in error
+    assert {n: sha(os.path.join(source_run, n)) for n in os.listdir(source_run)} == before
+
+
+def test_resume_command_names_the_checkpoint_when_a_newer_run_would_be_last(tmp_path):
+    import argparse
+    import WBC
+    logs = tmp_path / "logs"
+    old, new = logs / "wbc20260101T0900", logs / "wbc20260102T0900"
+    for folder, epoch in [(old, 3), (new, 1)]:
+        folder.mkdir(parents=True)
+        (folder / f"mask_rcnn_wbc_{epoch:04d}.h5").write_bytes(b"")
+    args = argparse.Namespace(dataset="WBC", logs=str(logs), epochs=9)
+    resume_old = WBC.resume_command(args, str(old / "mask_rcnn_wbc_0003.h5"))
+    assert f"--weights={old / 'mask_rcnn_wbc_0003.h5'} " in resume_old
+    assert "--weights=last " in WBC.resume_command(args, str(new / "mask_rcnn_wbc_0001.h5"))
+    assert WBC.run_checkpoint(str(old)) == str(old / "mask_rcnn_wbc_0003.h5")
+    assert WBC.run_checkpoint(str(logs / "wbc20260103T0900")) is None
+
+
 class FakeModel:
     """Stands in for an inference model: one square cell of class 5 per image."""
 
