@@ -266,46 +266,54 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
-def test_train_disk_full_while_saving_is_one_line_and_keeps_the_last_checkpoint(
-        tmp_path, data, trained):
+def files_sha(folder):
+    return {n: sha(os.path.join(folder, n)) for n in os.listdir(folder)}
+
+
+def train_from_a_copy_with_disk_full(tmp_path, data, trained, new_run):
+    """Train from a copy of the `trained` run (in a fresh --logs) with the disk full part-way
+    through the first checkpoint this process writes: resume it (--weights=last) or, with
+    new_run, fine-tune from its checkpoint (--new-run). Expects exit 2 with one error line.
+    Returns (that line, the source checkpoint, {file: sha256} of the source run before)."""
     logs = str(tmp_path / "logs")
     shutil.copytree(trained[0], logs)
     (run,) = run_dirs(logs)
-    previous = os.path.join(run, "mask_rcnn_wbc_0001.h5")
-    before = {n: sha(os.path.join(run, n)) for n in os.listdir(run)}
+    checkpoint = os.path.join(run, "mask_rcnn_wbc_0001.h5")
+    before = files_sha(run)
+    args = (train_args(data, logs, checkpoint, epochs=2) + ["--new-run"] if new_run
+            else train_args(data, logs, "last", epochs=3))
     code = DISK_FULL_ON_FIRST_SAVE % (HDF5_ENOSPC, os.path.join(ROOT, "WBC.py"))
-    child = Child(train_args(data, logs, "last", epochs=3), tmp_path / "err.txt", code=code)
+    child = Child(args, tmp_path / "err.txt", code=code)
     assert child.finish() == 2, child.stdout + child.stderr
     errors = [line for line in child.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in child.stderr, child.stderr
-    assert "disk is full" in errors[0] and "mask_rcnn_wbc_0002.h5" in errors[0]
-    assert f"last complete checkpoint is {previous} (intact)" in errors[0]
-    assert "--weights=last" in errors[0]
+    assert "disk is full" in errors[0]
+    return errors[0], checkpoint, before
+
+
+def test_train_disk_full_while_saving_is_one_line_and_keeps_the_last_checkpoint(
+        tmp_path, data, trained):
+    error, previous, before = train_from_a_copy_with_disk_full(tmp_path, data, trained, False)
+    run = os.path.dirname(previous)
+    assert "mask_rcnn_wbc_0002.h5" in error
+    assert f"last complete checkpoint is {previous} (intact)" in error
+    assert "--weights=last" in error
     assert sha(previous) == before["mask_rcnn_wbc_0001.h5"]
     new = set(os.listdir(run)) - set(before)      # only the resumed run's TensorBoard file
     assert all(n.startswith("events.out.tfevents.") for n in new), new
     assert sha(os.path.join(run, "losses.csv")) == before["losses.csv"]
-    assert newest_checkpoint(logs) == previous
+    assert newest_checkpoint(os.path.dirname(run)) == previous
     check_run_folder(run, LR)
 
 
 def test_new_run_disk_full_before_its_first_checkpoint_says_start_again(tmp_path, data, trained):
     """The newest checkpoint in --logs is the source run's: the message must not offer it,
     nor --weights=last, which would continue the source run instead of the fine-tuning."""
-    logs = str(tmp_path / "logs")
-    shutil.copytree(trained[0], logs)
-    (source_run,) = run_dirs(logs)
-    source = os.path.join(source_run, "mask_rcnn_wbc_0001.h5")
-    before = {n: sha(os.path.join(source_run, n)) for n in os.listdir(source_run)}
-    code = DISK_FULL_ON_FIRST_SAVE % (HDF5_ENOSPC, os.path.join(ROOT, "WBC.py"))
-    child = Child(train_args(data, logs, source, epochs=2) + ["--new-run"], tmp_path / "err.txt",
-                  code=code)
-    assert child.finish() == 2, child.stdout + child.stderr
-    (error,) = [line for line in child.stderr.splitlines() if line.startswith("error:")]
-    assert "disk is full" in error and "No checkpoint of this run was written yet" in error
+    error, source, before = train_from_a_copy_with_disk_full(tmp_path, data, trained, True)
+    assert "No checkpoint of this run was written yet" in error
     assert "run the same command again" in error
     assert source not in error and "--weights=last" not in error
-    assert {n: sha(os.path.join(source_run, n)) for n in os.listdir(source_run)} == before
+    assert files_sha(os.path.dirname(source)) == before
 
 
 def test_resume_command_names_the_checkpoint_when_a_newer_run_would_be_last(tmp_path):
