@@ -365,56 +365,51 @@ def cmd_train(args):
     except FloatingPointError as exc:
         raise UserError(f"training stopped: {exc}") from None
     except OSError as exc:   # a full disk, a logs folder that cannot be written, ...
-        raise UserError(training_write_error(exc, args, model.log_dir)) from None
+        raise UserError(training_write_error(exc, args, model)) from None
     finally:
         restore()
-    last = run_checkpoint(model.log_dir)    # a stopped epoch is saved too
+    last = model.last_checkpoint    # a stopped epoch is saved too
     if stop.reason == "time":
-        print(f"Time limit reached: saved {last}. Resume with: {resume_command(args, last)}")
+        print(f"Time limit reached: saved {last}. Resume with: {resume_command(args, model)}")
         return 0
     if stop.reason in ("SIGINT", "SIGTERM"):
         print(f"Interrupted ({stop.reason}): saved {last}. "
-              f"Resume with: {resume_command(args, last)}")
+              f"Resume with: {resume_command(args, model)}")
         return 130 if stop.reason == "SIGINT" else 143
     print(f"Done: {last}")
     print(f"Next: python3 WBC.py evaluate --dataset={args.dataset} --weights={last}")
     return 0
 
 
-def run_checkpoint(log_dir):
-    """Path of the newest checkpoint in this run's folder, None before its first."""
-    from mrcnn.model import checkpoint_files
-    files = checkpoint_files(log_dir)
-    return os.path.join(log_dir, files[-1]) if files else None
-
-
-def resume_command(args, checkpoint):
-    """The train command that continues the run of `checkpoint`: --weights=last when that
-    picks this checkpoint, else its path (a newer run in --logs, e.g. resuming an old run)."""
+def resume_command(args, model):
+    """The train command that continues from model.last_checkpoint: --weights=last when that
+    picks this checkpoint, else its path (a newer run in --logs, e.g. when resuming an old
+    run), and --epochs at least one past it (an epoch cut short by a stop counts as done)."""
+    checkpoint = model.last_checkpoint
     try:
         newest = find_last_checkpoint(args.logs)
     except UserError:
         newest = None
     same = newest is not None and os.path.abspath(newest) == os.path.abspath(checkpoint)
     return (f"python3 WBC.py train --dataset={args.dataset} "
-            f"--weights={'last' if same else checkpoint} --logs={args.logs} --epochs={args.epochs}")
+            f"--weights={'last' if same else checkpoint} --logs={args.logs} "
+            f"--epochs={max(args.epochs, model.epoch + 1)}")
 
 
-def training_write_error(exc, args, log_dir):
-    """One line for an OSError while training wrote its files: what failed, the run's last
-    complete checkpoint (intact) and how to resume, or to start again if it has none yet
-    (newest checkpoint in --logs would be another run's, e.g. the pretraining of a --new-run)."""
+def training_write_error(exc, args, model):
+    """One line for an OSError while training wrote its files: what failed, the last complete
+    checkpoint of this run (intact) and how to resume, or to start again if it has none yet
+    (the newest checkpoint in --logs may be another run's, e.g. the source of a --new-run)."""
     from mrcnn.weights import WeightsWriteError
-    folder = log_dir if os.path.isdir(log_dir) else args.logs
+    folder = model.log_dir if os.path.isdir(model.log_dir) else args.logs
     text = (f"training stopped: {exc}" if isinstance(exc, WeightsWriteError)
             else write_error_message(exc, "training stopped", folder))
     fix = "free some disk space" if is_disk_full(exc) else "fix that"
-    last = run_checkpoint(log_dir)
-    if last is None:
+    if model.last_checkpoint is None:
         return (f"{text}. No checkpoint of this run was written yet; {fix}, then run the "
                 "same command again")
-    return (f"{text}. The last complete checkpoint is {last} (intact); {fix}, then resume: "
-            f"{resume_command(args, last)}")
+    return (f"{text}. The last complete checkpoint is {model.last_checkpoint} (intact); "
+            f"{fix}, then resume: {resume_command(args, model)}")
 
 
 def check_layers_flag(layers):

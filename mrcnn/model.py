@@ -292,13 +292,17 @@ class MaskRCNN:
 
         A new run takes the folder <name><YYYYmmddTHHMM> of the current minute, or of the
         next minute whose folder holds no checkpoint, so it never writes into a run that has
-        weights (a folder without any is a run killed before its first checkpoint: reused)."""
+        weights (a folder without any is a run killed before its first checkpoint: reused).
+        Our addition: last_checkpoint, the checkpoint this run continues from (None for a
+        new run), then the one train() saved last."""
         self.epoch = 0
+        self.last_checkpoint = None
         name = self.config.NAME.lower()
         m = model_path and CHECKPOINT_RE.match(os.path.abspath(os.fspath(model_path)))
         if m:
             now = datetime.datetime(*(int(g) for g in m.groups()[:5]))
             self.epoch = int(m.group(6))
+            self.last_checkpoint = os.fspath(model_path)
             logger.info("Re-starting from epoch %d", self.epoch)
         else:
             now = datetime.datetime.now()
@@ -457,7 +461,9 @@ class MaskRCNN:
                 # A stopped epoch (time limit, Ctrl-C) is saved and counted as done, so that
                 # nothing trained is lost and a resumed run continues at the next epoch.
                 self.epoch += 1
-                self.save_weights(self.checkpoint_path.format(epoch=self.epoch))
+                checkpoint = self.checkpoint_path.format(epoch=self.epoch)
+                self.save_weights(checkpoint)
+                self.last_checkpoint = checkpoint
                 self._write_epoch_logs(writer, logs)
                 history.append(dict(epoch=self.epoch, **logs))
                 callbacks.on_epoch_end(self.epoch - 1, logs)

@@ -325,11 +325,15 @@ def test_resume_command_names_the_checkpoint_when_a_newer_run_would_be_last(tmp_
         folder.mkdir(parents=True)
         (folder / f"mask_rcnn_wbc_{epoch:04d}.h5").write_bytes(b"")
     args = argparse.Namespace(dataset="WBC", logs=str(logs), epochs=9)
-    resume_old = WBC.resume_command(args, str(old / "mask_rcnn_wbc_0003.h5"))
-    assert f"--weights={old / 'mask_rcnn_wbc_0003.h5'} " in resume_old
-    assert "--weights=last " in WBC.resume_command(args, str(new / "mask_rcnn_wbc_0001.h5"))
-    assert WBC.run_checkpoint(str(old)) == str(old / "mask_rcnn_wbc_0003.h5")
-    assert WBC.run_checkpoint(str(logs / "wbc20260103T0900")) is None
+
+    def resume(checkpoint, epoch):
+        return WBC.resume_command(args, argparse.Namespace(last_checkpoint=str(checkpoint),
+                                                           epoch=epoch))
+    assert f"--weights={old / 'mask_rcnn_wbc_0003.h5'} " in resume(old / "mask_rcnn_wbc_0003.h5", 3)
+    assert "--weights=last " in resume(new / "mask_rcnn_wbc_0001.h5", 1)
+    assert resume(new / "mask_rcnn_wbc_0001.h5", 1).endswith("--epochs=9")
+    # A stop in the last epoch saves it as done: resuming must ask for one more.
+    assert resume(new / "mask_rcnn_wbc_0001.h5", 9).endswith("--epochs=10")
 
 
 class FakeModel:

@@ -292,6 +292,7 @@ def test_a_new_run_never_writes_into_a_run_with_checkpoints(tmp_path):
     model.config, model.model_dir = TinyConfig(), str(tmp_path)
     model.set_log_dir()
     first = model.log_dir
+    assert model.last_checkpoint is None
     os.makedirs(first)
     model.set_log_dir()                  # a folder without checkpoints (a killed start): reused
     assert model.log_dir == first
@@ -302,7 +303,7 @@ def test_a_new_run_never_writes_into_a_run_with_checkpoints(tmp_path):
     assert second != first and not os.path.exists(second)
     assert os.path.basename(second) > os.path.basename(first)
     model.set_log_dir(checkpoint)                        # a checkpoint resumes its own run
-    assert (model.log_dir, model.epoch) == (first, 7)
+    assert (model.log_dir, model.epoch, model.last_checkpoint) == (first, 7, checkpoint)
 
 
 def test_find_last_errors(tmp_path, inference_model):
@@ -337,6 +338,7 @@ def test_a_tiny_model_lowers_its_loss(tmp_path):
     first, last = history[0]["loss"], np.mean([h["loss"] for h in history[-2:]])
     assert last < 0.7 * first, [round(h["loss"], 3) for h in history]
     assert history[-1]["rpn_class_loss"] < history[0]["rpn_class_loss"]
+    assert model.last_checkpoint == os.path.join(model.log_dir, "mask_rcnn_tiny_0006.h5")
 
 
 # ---------------------------------------------------------------------------- P3 start, precision
