@@ -590,6 +590,24 @@ def evaluate_folder(sources, subset, tta):
     return os.path.splitext(sources[0])[0] + name
 
 
+def unused_report_folder(folder, dataset):
+    """`folder`, unless it holds a report (metrics.json) of another data set: then
+    `folder-<data set's folder name>`, or with a hash of its path if that is taken too, so
+    that evaluating the same weights on a second data set never replaces the first report."""
+    dataset = os.path.realpath(dataset)
+    name = os.path.basename(dataset)
+    digest = hashlib.sha1(dataset.encode()).hexdigest()[:6]
+    for candidate in (folder, f"{folder}-{name}"):
+        try:
+            with open(os.path.join(candidate, "metrics.json")) as f:
+                reported = json.load(f).get("dataset")
+        except (OSError, ValueError):    # no report (or no readable one) there
+            return candidate
+        if reported and os.path.realpath(reported) == dataset:
+            return candidate
+    return f"{folder}-{name}-{digest}"
+
+
 def cmd_evaluate(args):
     from wbc.detect import evaluate_dataset
     if args.results and args.weights:
@@ -607,7 +625,8 @@ def cmd_evaluate(args):
     if args.results:
         if not os.path.isfile(args.results):
             raise UserError(f"--results={args.results}: file not found")
-        out = args.out or os.path.splitext(args.results)[0] + f"_eval_{args.subset}"
+        out = args.out or unused_report_folder(
+            os.path.splitext(args.results)[0] + f"_eval_{args.subset}", args.dataset)
         meta["results"] = os.path.abspath(args.results)
         print(evaluate_dataset(None, data, out, CLASS_NAMES, confidence, meta,
                                results_path=args.results))
@@ -620,7 +639,8 @@ def cmd_evaluate(args):
     meta["model"] = ", ".join(sources)
     meta["ensemble"] = len(sources)
     print(f"Weights: {meta['model']}" + merge_description(len(sources), args.tta))
-    out = args.out or evaluate_folder(sources, args.subset, args.tta)
+    out = args.out or unused_report_folder(evaluate_folder(sources, args.subset, args.tta),
+                                           args.dataset)
     print(evaluate_dataset(model, data, out, CLASS_NAMES, confidence, meta))
     return 0
 

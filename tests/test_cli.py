@@ -242,6 +242,23 @@ def test_train_resume_detect_evaluate(tmp_path, synth_data):
     assert twice.returncode == 2 and "given twice" in twice.stderr, twice.stdout + twice.stderr
 
 
+def test_a_report_of_another_data_set_is_never_replaced(tmp_path):
+    import WBC
+    first, second = tmp_path / "A" / "WBC", tmp_path / "B" / "WBC"     # same folder name
+    folder = tmp_path / "mask_rcnn_wbc_0005_eval_val"
+    assert WBC.unused_report_folder(str(folder), str(first)) == str(folder)    # free
+    folder.mkdir()
+    (folder / "metrics.json").write_text(json.dumps({"dataset": str(first)}))
+    assert WBC.unused_report_folder(str(folder), str(first)) == str(folder)    # same data: rewrite
+    by_name = WBC.unused_report_folder(str(folder), str(second))
+    assert by_name == f"{folder}-WBC"
+    os.makedirs(by_name)
+    with open(os.path.join(by_name, "metrics.json"), "w") as f:
+        json.dump({"dataset": str(tmp_path / "C" / "WBC")}, f)
+    by_hash = WBC.unused_report_folder(str(folder), str(second))
+    assert by_hash.startswith(f"{folder}-WBC-") and by_hash != by_name
+
+
 @pytest.mark.skipif(not os.path.isdir(SHARED_DATA), reason="shared real data not present")
 def test_check_accepts_the_real_data():
     result = run("check", f"--dataset={SHARED_DATA}")
