@@ -72,9 +72,8 @@ class PadRowsTo(Float32Layer):
         x, valid = inputs
         pad = tf.concat([[[0, 0], [0, self.rows - tf.shape(x)[1]]],
                          tf.zeros([len(x.shape) - 2, 2], tf.int32)], 0)
-        keep = tf.cast(valid > 0, x.dtype)
-        return tf.pad(x, pad) * tf.reshape(keep, tf.concat([tf.shape(keep), tf.ones(
-            [len(x.shape) - 2], tf.int32)], 0))
+        keep = tf.cast(valid > 0, x.dtype)[(...,) + (None,) * (len(x.shape) - 2)]
+        return tf.pad(x, pad) * keep
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0][0], self.rows) + tuple(input_shape[0][2:])
