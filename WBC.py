@@ -26,7 +26,8 @@ import time
 from mrcnn.config import COLOR_NORMALIZATIONS, Config
 from wbc.dataset import CLASS_NAMES, WBCDataset  # noqa: F401  (part of WBC.py's API)
 from wbc.errors import UserError
-from wbc.files import is_disk_full, remove_stale_temp_files, write_error_message, write_json
+from wbc.files import (is_disk_full, read_json, remove_stale_temp_files,
+                       write_error_message, write_json)
 from wbc.tta import VIEWS, MergedModel
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -598,11 +599,10 @@ def unused_report_folder(folder, dataset):
     name = os.path.basename(dataset)
     digest = hashlib.sha1(dataset.encode()).hexdigest()[:6]
     for candidate in (folder, f"{folder}-{name}"):
-        try:
-            with open(os.path.join(candidate, "metrics.json")) as f:
-                reported = json.load(f).get("dataset")
-        except (OSError, ValueError):    # no report (or no readable one) there
+        report = read_json(os.path.join(candidate, "metrics.json"))
+        if not isinstance(report, dict):      # no report (or no readable one) there
             return candidate
+        reported = report.get("dataset")
         if reported and os.path.realpath(reported) == dataset:
             return candidate
     return f"{folder}-{name}-{digest}"

@@ -12,7 +12,6 @@ a record that cannot be read counts as not done. A full disk stops the run with 
 """
 import concurrent.futures
 import csv
-import json
 import os
 import sys
 import time
@@ -21,7 +20,7 @@ import numpy as np
 
 from wbc.dataset import read_image
 from wbc.errors import UserError
-from wbc.files import fsync_folder, remove_stale_temp_files, write_error_message
+from wbc.files import fsync_folder, read_json, remove_stale_temp_files, write_error_message
 from wbc.files import write_json  # noqa: F401  (re-exported: WBC.py and old callers use it)
 
 IMAGE_EXTENSIONS = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -71,11 +70,7 @@ def _save_outputs(image, result, path, stem, out_dir, class_names):
 
 def read_record(out_dir, stem):
     """The record of a finished image, or None if there is none or it cannot be read."""
-    try:
-        with open(os.path.join(out_dir, RECORDS, f"{stem}.json")) as f:
-            record = json.load(f)
-    except (OSError, ValueError):
-        return None
+    record = read_json(os.path.join(out_dir, RECORDS, f"{stem}.json"))
     keys = {"file_name", "detections", "counts"}
     return record if isinstance(record, dict) and keys <= set(record) else None
 
@@ -96,11 +91,7 @@ def claim_out_dir(out_dir, model_description, todo_stems):
     keeps results (records other than `todo_stems`, which are redone) of another model, so
     that one folder never mixes the answers of two models."""
     path = os.path.join(out_dir, MODEL_RECORD)
-    try:
-        with open(path) as f:
-            before = json.load(f)
-    except (OSError, ValueError):
-        before = None
+    before = read_json(path)
     try:
         kept = {os.path.splitext(n)[0] for n in os.listdir(os.path.join(out_dir, RECORDS))
                 if n.endswith(".json")} - set(todo_stems)

@@ -36,6 +36,15 @@ def write_json(path, data, indent=None):
     fsync_folder(os.path.dirname(os.path.abspath(path)))
 
 
+def read_json(path):
+    """The JSON value in the file at `path`, or None if it is missing or cannot be read."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
 def is_temp_name(name):
     """True for the temporary names our writers use (see the module docstring)."""
     if name.startswith(".") and ".tmp" in name:
