@@ -94,7 +94,7 @@ SAVED_CONFIG_KEYS = ["LAYERS", "BACKBONE", "PYRAMID_MIN_LEVEL", "LEARNING_RATE_S
                      "DETECTION_MIN_CONFIDENCE", "DETECTION_NMS_THRESHOLD", "RPN_NMS_THRESHOLD",
                      "LEARNING_RATE", "TRAIN_ROIS_PER_IMAGE", "LOSS_WEIGHTS", "COLOR_NORMALIZATION",
                      "WEIGHT_DECAY", "WEIGHT_DECAY_MODE", "CLASS_LABEL_SMOOTHING",
-                     "ROI_CANONICAL_SIZE"]
+                     "ROI_CANONICAL_SIZE", "CLASSIFIER_DROPOUT"]
 
 
 def make_config(base=WBCConfig, given=None, **flags):
@@ -283,17 +283,32 @@ class Callback:
 
 
 class StopControl(Callback):
-    """Stops training at a time limit or on SIGINT / SIGTERM (after the current step)."""
+    """Stops training at a time limit or on SIGINT / SIGTERM (after the current step).
 
-    def __init__(self, time_limit_s=None):
+    `cut_short` tells whether the stop ended an epoch before its last step (the epoch is
+    saved and counted as done all the same) or came during validation, after all its steps.
+    """
+
+    def __init__(self, steps_per_epoch, time_limit_s=None):
+        self.steps_per_epoch = steps_per_epoch
         self.deadline = time.time() + time_limit_s if time_limit_s else None
         self.reason = None
+        self.cut_short = False
 
     def request_stop(self, reason):
         """Ask for a stop; it takes effect at the end of the current (or first) step."""
         self.reason = self.reason or reason
 
     def on_train_batch_end(self, batch, logs=None):
+        self._stop_if_asked()
+        self.cut_short = self.model.stop_training and batch + 1 < self.steps_per_epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        """A stop asked for during validation ends training with the epoch just saved,
+        instead of one step into the next."""
+        self._stop_if_asked()
+
+    def _stop_if_asked(self):
         if self.deadline and time.time() >= self.deadline:
             self.request_stop("time")
         if self.reason:
@@ -345,7 +360,7 @@ def cmd_train(args):
     check_layers_match(model, layers)
     lr = args.lr if args.lr is not None else config.LEARNING_RATE
     stale = remove_stale_temp_files(model.log_dir)
-    stop = StopControl(time_limit)
+    stop = StopControl(config.STEPS_PER_EPOCH, time_limit)
     restore = install_signal_handlers(stop)
     config.display()
     print(f"Weights: {source}")
@@ -370,13 +385,15 @@ def cmd_train(args):
     finally:
         restore()
     last = model.last_checkpoint    # a stopped epoch is saved too
-    if stop.reason == "time":
+    # A stop that came during the last epoch's validation found the training done.
+    stopped = stop.reason if model.epoch < args.epochs or stop.cut_short else None
+    if stopped == "time":
         print(f"Time limit reached: saved {last}. Resume with: {resume_command(args, model)}")
         return 0
-    if stop.reason in ("SIGINT", "SIGTERM"):
-        print(f"Interrupted ({stop.reason}): saved {last}. "
+    if stopped in ("SIGINT", "SIGTERM"):
+        print(f"Interrupted ({stopped}): saved {last}. "
               f"Resume with: {resume_command(args, model)}")
-        return 130 if stop.reason == "SIGINT" else 143
+        return 130 if stopped == "SIGINT" else 143
     print(f"Done: {last}")
     print(f"Next: python3 WBC.py evaluate --dataset={args.dataset} --weights={last}")
     return 0

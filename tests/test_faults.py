@@ -336,6 +336,42 @@ def test_resume_command_names_the_checkpoint_when_a_newer_run_would_be_last(tmp_
     assert resume(new / "mask_rcnn_wbc_0001.h5", 9).endswith("--epochs=10")
 
 
+SIGINT_IN_VALIDATION = """
+import os, runpy, signal, sys
+from mrcnn import model
+real = model.MaskRCNN._run_epoch
+def run_epoch(self, step_fn, batches, steps, callbacks, desc, progress):
+    if callbacks is None and self.epoch + 1 == %d:     # validation of that epoch
+        os.kill(os.getpid(), signal.SIGINT)
+    return real(self, step_fn, batches, steps, callbacks, desc, progress)
+model.MaskRCNN._run_epoch = run_epoch
+sys.argv = [%r] + sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("epoch, last", [(1, False), (2, True)])
+def test_ctrl_c_during_validation(tmp_path, data, epoch, last):
+    """Ctrl-C while epoch 1 of 2 is validated stops with epoch 1 saved, not a step into
+    epoch 2 (which would count as done); during the last epoch's validation it finds the
+    training finished: exit 0 and "Done", no resume command."""
+    logs = str(tmp_path / "logs")
+    args = train_args(data, logs, "none", epochs=2)
+    args[args.index("--steps-per-epoch=1")] = "--steps-per-epoch=3"
+    child = Child(args, tmp_path / "err.txt",
+                  code=SIGINT_IN_VALIDATION % (epoch, os.path.join(ROOT, "WBC.py")))
+    code = child.finish()
+    out = child.stdout
+    (run,) = run_dirs(logs)
+    checkpoints = sorted(n for n in os.listdir(run) if n.endswith(".h5"))
+    assert checkpoints == [f"mask_rcnn_wbc_{e:04d}.h5" for e in range(1, epoch + 1)]
+    if last:
+        assert code == 0 and "Done:" in out and "Resume" not in out, out + child.stderr
+    else:
+        assert code == 130 and "Interrupted (SIGINT)" in out, out + child.stderr
+        assert "--weights=last " in out and out.rstrip().endswith("--epochs=2"), out
+
+
 class FakeModel:
     """Stands in for an inference model: one square cell of class 5 per image."""
 
