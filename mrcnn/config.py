@@ -100,6 +100,8 @@ class Config:
     }
     # Our addition (0 = Matterport): label smoothing of the classifier's cross-entropy.
     CLASS_LABEL_SMOOTHING = 0.0
+    # Our addition (0 = Matterport): dropout after each of the classifier head's two FC layers.
+    CLASSIFIER_DROPOUT = 0.0
     USE_RPN_ROIS = True
     TRAIN_BN = False            # False: frozen BN; True: always batch stats; None: follow training
     GRADIENT_CLIP_NORM = 5.0    # per-tensor gradient norm clip (Keras `clipnorm`)

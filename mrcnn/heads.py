@@ -37,16 +37,24 @@ def _unfold(x, rois):
 
 
 def fpn_classifier_graph(rois, feature_maps, image_meta, pool_size, num_classes, train_bn=True,
-                         fc_layers_size=1024, min_level=2, roi_canonical_size=224):
-    """Classifier and box heads. rois [B, R, 4] normalized; feature_maps from P{min_level}."""
+                         fc_layers_size=1024, min_level=2, roi_canonical_size=224, dropout=0.0):
+    """Classifier and box heads. rois [B, R, 4] normalized; feature_maps from P{min_level}.
+
+    dropout: fraction of each FC layer's 1024 outputs zeroed in training (our addition, 0 =
+    Matterport); Dropout layers hold no weights, so weight files are the same either way.
+    """
     x = PyramidROIAlign([pool_size, pool_size], min_level=min_level,
                         canonical_size=roi_canonical_size,
                         name="roi_align_classifier")([rois, image_meta] + list(feature_maps))
     x = _fold(x)
-    x = KL.Conv2D(fc_layers_size, pool_size, padding="valid", name="mrcnn_class_conv1")(x)
-    x = KL.Activation("relu")(BatchNorm(train_bn=train_bn, name="mrcnn_class_bn1")(x))
-    x = KL.Conv2D(fc_layers_size, 1, name="mrcnn_class_conv2")(x)
-    x = KL.Activation("relu")(BatchNorm(train_bn=train_bn, name="mrcnn_class_bn2")(x))
+
+    def fc_layer(x, i, kernel_size):
+        """Matterport's "FC" layer i: a valid conv that maps [N, k, k, C] to [N, 1, 1, fc]."""
+        x = KL.Conv2D(fc_layers_size, kernel_size, name=f"mrcnn_class_conv{i}")(x)
+        x = KL.Activation("relu")(BatchNorm(train_bn=train_bn, name=f"mrcnn_class_bn{i}")(x))
+        return KL.Dropout(dropout, name=f"mrcnn_class_dropout{i}")(x) if dropout else x
+
+    x = fc_layer(fc_layer(x, 1, pool_size), 2, 1)
     shared = KL.Reshape((fc_layers_size,), name="pool_squeeze")(x)
     # Prediction layers compute in float32 whatever the policy (precision.py).
     logits = KL.Dense(num_classes, name="mrcnn_class_logits", **FLOAT32_LAYER)(shared)

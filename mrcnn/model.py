@@ -232,7 +232,8 @@ class MaskRCNN:
         if not training:
             mrcnn_class_logits, mrcnn_class, mrcnn_bbox = fpn_classifier_graph(
                 rpn_rois, pool_size=config.POOL_SIZE,
-                fc_layers_size=config.FPN_CLASSIF_FC_LAYERS_SIZE, **heads)
+                fc_layers_size=config.FPN_CLASSIF_FC_LAYERS_SIZE,
+                dropout=config.CLASSIFIER_DROPOUT, **heads)
             detections = DetectionLayer(config, name="mrcnn_detection")(
                 [rpn_rois, mrcnn_class, mrcnn_bbox, input_image_meta])
             # Masks only for real detections (rows with a class id), padded back to DMI rows.
@@ -261,7 +262,7 @@ class MaskRCNN:
                                               input_gt_masks])
         mrcnn_class_logits, mrcnn_class, mrcnn_bbox = fpn_classifier_graph(
             rois, pool_size=config.POOL_SIZE, fc_layers_size=config.FPN_CLASSIF_FC_LAYERS_SIZE,
-            **heads)
+            dropout=config.CLASSIFIER_DROPOUT, **heads)
         # Positive ROIs come first: the mask head and its loss run on those rows alone.
         num_pos = positive_roi_count(config)
         mask_rois, mask_class_ids, target_mask = LeadingRows(name="positive_rows")(

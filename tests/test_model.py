@@ -476,3 +476,34 @@ def test_unknown_weight_decay_mode_is_refused(tmp_path, shapes):
     model = modellib.MaskRCNN("training", Typo(), str(tmp_path))
     with pytest.raises(ValueError, match="WEIGHT_DECAY_MODE"):
         model._make_steps(keras.optimizers.SGD(0.01))
+
+
+
+def test_classifier_dropout_acts_in_training_only_and_keeps_the_weights(tmp_path):
+    from keras import layers as KL
+    from mrcnn.heads import fpn_classifier_graph
+
+    class Dropped(TinyConfig):
+        BACKBONE = "small"
+        CLASSIFIER_DROPOUT = 0.5
+    dropped = modellib.MaskRCNN("training", Dropped(), str(tmp_path / "a"))
+    plain = modellib.MaskRCNN("training", type("Plain", (Dropped,), {"CLASSIFIER_DROPOUT": 0.})(),
+                              str(tmp_path / "b"))
+    assert "mrcnn_class_dropout2" in [layer.name for layer in dropped.keras_model.layers]
+    assert (sorted((w.path, tuple(w.shape)) for w in dropped.keras_model.weights)
+            == sorted((w.path, tuple(w.shape)) for w in plain.keras_model.weights))
+    # The head alone on fixed ROIs (the training graph samples its ROIs anew on every call).
+    rois, meta = KL.Input((3, 4)), KL.Input((18,))
+    maps = [KL.Input((32 // 2 ** i, 32 // 2 ** i, 8)) for i in range(4)]
+    heads = [keras.Model([rois, meta] + maps, fpn_classifier_graph(
+        rois, maps, meta, 7, 6, train_bn=False, fc_layers_size=64, dropout=rate)[0])
+        for rate in (0.5, 0.)]
+    heads[1].set_weights(heads[0].get_weights())
+    rng = np.random.default_rng(0)
+    meta_value = np.zeros((1, 18), np.float32)
+    meta_value[0, 4:7] = meta_value[0, 7:10] = [128, 128, 3]   # image and window shapes
+    x = [np.array([[[0.1, 0.1, 0.6, 0.6], [0.2, 0.3, 0.9, 0.8], [0, 0, 1, 1]]], np.float32),
+         meta_value] + [rng.random((1,) + tuple(m.shape[1:]), np.float32) for m in maps]
+    train = [heads[0](x, training=True).numpy() for _ in range(2)]
+    assert not np.allclose(*train)
+    np.testing.assert_array_equal(heads[0](x, training=False), heads[1](x, training=False))
