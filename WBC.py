@@ -359,18 +359,20 @@ def cmd_train(args):
         "3+" if args.weights in ("coco", "imagenet") else "all")
     check_layers_match(model, layers)
     lr = args.lr if args.lr is not None else config.LEARNING_RATE
-    stale = remove_stale_temp_files(model.log_dir)
     stop = StopControl(config.STEPS_PER_EPOCH, time_limit)
     restore = install_signal_handlers(stop)
     config.display()
     print(f"Weights: {source}")
     print(f"Training layers {layers} at learning rate {lr} from epoch {model.epoch} to "
           f"{args.epochs}, {config.STEPS_PER_EPOCH} steps per epoch, {threads} threads")
-    if stale:
-        print(f"Removed {len(stale)} temporary file(s) of an interrupted run: {', '.join(stale)}")
-    print(f"Checkpoints go to {model.log_dir}", flush=True)
     try:
-        os.makedirs(model.log_dir, exist_ok=True)
+        model.make_log_dir()    # a new run's folder is claimed here, atomically
+        # Only now: a folder this run does not own may be another run's, writing its files.
+        stale = remove_stale_temp_files(model.log_dir)
+        if stale:
+            print(f"Removed {len(stale)} temporary file(s) of an interrupted run: "
+                  f"{', '.join(stale)}")
+        print(f"Checkpoints go to {model.log_dir}", flush=True)
         write_json(os.path.join(model.log_dir, "config.json"),
                    dict(config.to_dict(), LAYERS=layers, LEARNING_RATE=lr), indent=1)
         callbacks = [stop] + curves_callback(model)

@@ -291,26 +291,47 @@ class MaskRCNN:
     def set_log_dir(self, model_path=None):
         """Set log_dir and checkpoint_path; a checkpoint path of ours resumes its run and epoch.
 
-        A new run takes the folder <name><YYYYmmddTHHMM> of the current minute, or of the
-        next minute whose folder holds no checkpoint, so it never writes into a run that has
-        weights (a folder without any is a run killed before its first checkpoint: reused).
-        Our addition: last_checkpoint, the checkpoint this run continues from (None for a
-        new run), then the one train() saved last."""
+        A new run is named <name><YYYYmmddTHHMM> after the current minute, or the next minute
+        whose folder does not exist yet; make_log_dir() claims the folder when training
+        starts. Our addition: last_checkpoint, the checkpoint this run continues from (None
+        for a new run), then the one train() saved last."""
         self.epoch = 0
         self.last_checkpoint = None
-        name = self.config.NAME.lower()
         m = model_path and CHECKPOINT_RE.match(os.path.abspath(os.fspath(model_path)))
+        self._unclaimed_new_run = not m
         if m:
-            now = datetime.datetime(*(int(g) for g in m.groups()[:5]))
+            self._name_run(datetime.datetime(*(int(g) for g in m.groups()[:5])))
             self.epoch = int(m.group(6))
             self.last_checkpoint = os.fspath(model_path)
             logger.info("Re-starting from epoch %d", self.epoch)
         else:
-            now = datetime.datetime.now()
-            while checkpoint_files(os.path.join(self.model_dir, f"{name}{now:%Y%m%dT%H%M}")):
-                now += datetime.timedelta(minutes=1)
-        self.log_dir = os.path.join(self.model_dir, f"{name}{now:%Y%m%dT%H%M}")
+            self._name_run(datetime.datetime.now())
+            while os.path.exists(self.log_dir):
+                self._name_run(self._run_minute + datetime.timedelta(minutes=1))
+
+    def _name_run(self, minute):
+        """log_dir and checkpoint_path of the run started at `minute` (a datetime)."""
+        name = self.config.NAME.lower()
+        self._run_minute = minute
+        self.log_dir = os.path.join(self.model_dir, f"{name}{minute:%Y%m%dT%H%M}")
         self.checkpoint_path = os.path.join(self.log_dir, f"mask_rcnn_{name}_{{epoch:04d}}.h5")
+
+    def make_log_dir(self):
+        """Create log_dir (our addition; train() calls it). A new run claims a folder that did
+        not exist: os.mkdir is atomic, and a name taken meanwhile (by another run started in
+        the same minute in the same model_dir) moves this run to the next minute's name, so
+        two runs never write into one folder. A resumed run continues in its own folder."""
+        if not self._unclaimed_new_run:
+            os.makedirs(self.log_dir, exist_ok=True)
+            return
+        os.makedirs(self.model_dir, exist_ok=True)
+        while True:
+            try:
+                os.mkdir(self.log_dir)
+                break
+            except FileExistsError:
+                self._name_run(self._run_minute + datetime.timedelta(minutes=1))
+        self._unclaimed_new_run = False
 
     def find_last(self):
         """Path of the newest checkpoint of the newest run of this config's NAME in model_dir."""
@@ -428,7 +449,7 @@ class MaskRCNN:
         train_input = TrainingInput(train_dataset, config, augmentation=augmentation,
                                     shuffle=True, seed=seed, sample_weights=sample_weights)
         val_input = TrainingInput(val_dataset, config, shuffle=True, seed=seed)
-        os.makedirs(self.log_dir, exist_ok=True)
+        self.make_log_dir()
         logger.info("Starting at epoch %d. LR=%s", self.epoch, learning_rate)
         logger.info("Checkpoint Path: %s", self.checkpoint_path)
         self.set_trainable(layers, verbose=0)

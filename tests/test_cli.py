@@ -126,6 +126,24 @@ def test_time_limit_and_sigterm_save_a_checkpoint_and_say_how_to_resume(tmp_path
     assert list((tmp_path / "b").glob("wbc*/mask_rcnn_wbc_0001.h5"))
 
 
+def test_two_runs_started_together_in_one_logs_folder_get_a_folder_each(tmp_path, synth_data):
+    logs = tmp_path / "logs"
+    args = [sys.executable, WBC, "train", f"--dataset={synth_data}", "--weights=none",
+            "--image-size=128", "--epochs=1", "--steps-per-epoch=2", "--validation-steps=1",
+            "--augment=none", f"--logs={logs}", "--threads=1"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    procs = [subprocess.Popen(args + [f"--seed={seed}"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env,
+                              stdin=subprocess.DEVNULL) for seed in (1, 2)]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    runs = sorted(logs.iterdir())
+    assert len(runs) == 2
+    for run_dir in runs:
+        assert sorted(p.name for p in run_dir.glob("*.h5")) == ["mask_rcnn_wbc_0001.h5"]
+        assert json.loads((run_dir / "config.json").read_text())["STEPS_PER_EPOCH"] == 2
+
+
 def test_import_lisc_then_check(tmp_path):
     from test_dataset import make_lisc
     source = tmp_path / "LISC"

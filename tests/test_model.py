@@ -287,23 +287,33 @@ def test_training_writes_checkpoints_and_resumes_at_the_next_epoch(tmp_path, sha
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(model.log_dir))
 
 
-def test_a_new_run_never_writes_into_a_run_with_checkpoints(tmp_path):
+def test_a_new_run_never_writes_into_an_existing_run_folder(tmp_path):
     model = modellib.MaskRCNN.__new__(modellib.MaskRCNN)
     model.config, model.model_dir = TinyConfig(), str(tmp_path)
     model.set_log_dir()
     first = model.log_dir
-    assert model.last_checkpoint is None
-    os.makedirs(first)
-    model.set_log_dir()                  # a folder without checkpoints (a killed start): reused
-    assert model.log_dir == first
+    assert model.last_checkpoint is None and not os.path.exists(first)
+    model.make_log_dir()
+    assert os.path.isdir(first)
     checkpoint = os.path.join(first, "mask_rcnn_tiny_0007.h5")
     open(checkpoint, "wb").close()
-    model.set_log_dir()                                  # a run with weights: the next minute
+    model.set_log_dir()                                  # the folder exists: the next minute
     second = model.log_dir
     assert second != first and not os.path.exists(second)
     assert os.path.basename(second) > os.path.basename(first)
+    # Another run started in the same minute claims that name first: this one moves on.
+    other = modellib.MaskRCNN.__new__(modellib.MaskRCNN)
+    other.config, other.model_dir = TinyConfig(), str(tmp_path)
+    other.set_log_dir()
+    assert other.log_dir == second
+    other.make_log_dir()
+    model.make_log_dir()
+    assert os.path.isdir(model.log_dir) and model.log_dir not in (first, second)
+    assert model.checkpoint_path.startswith(model.log_dir + os.sep)
     model.set_log_dir(checkpoint)                        # a checkpoint resumes its own run
     assert (model.log_dir, model.epoch, model.last_checkpoint) == (first, 7, checkpoint)
+    model.make_log_dir()
+    assert model.log_dir == first
 
 
 def test_find_last_errors(tmp_path, inference_model):
