@@ -15,7 +15,6 @@ reported as one line and exit code 2.
 import argparse
 import collections
 import hashlib
-import json
 import logging
 import math
 import os
@@ -109,12 +108,13 @@ def make_config(base=WBCConfig, given=None, **flags):
 
 
 def saved_config(weights_path):
-    """Config values stored beside a checkpoint by `train` (config.json), or {}."""
-    path = os.path.join(os.path.dirname(os.path.abspath(weights_path)), "config.json")
-    if not os.path.isfile(path):
-        return {}
-    with open(path) as f:
-        stored = json.load(f)
+    """Config values of the run that wrote a checkpoint: config.json beside it, else the
+    copy inside the checkpoint (a file moved away from its run folder), else {}."""
+    from mrcnn.weights import read_settings
+    stored = read_json(os.path.join(os.path.dirname(os.path.abspath(weights_path)),
+                                    "config.json"))
+    if not isinstance(stored, dict):
+        stored = read_settings(weights_path) or {}
     return {k: (tuple(v) if k == "RPN_ANCHOR_SCALES" else v) for k, v in stored.items()
             if k in SAVED_CONFIG_KEYS}
 
@@ -373,8 +373,9 @@ def cmd_train(args):
             print(f"Removed {len(stale)} temporary file(s) of an interrupted run: "
                   f"{', '.join(stale)}")
         print(f"Checkpoints go to {model.log_dir}", flush=True)
-        write_json(os.path.join(model.log_dir, "config.json"),
-                   dict(config.to_dict(), LAYERS=layers, LEARNING_RATE=lr), indent=1)
+        model.checkpoint_settings = dict(config.to_dict(), LAYERS=layers, LEARNING_RATE=lr)
+        write_json(os.path.join(model.log_dir, "config.json"), model.checkpoint_settings,
+                   indent=1)
         callbacks = [stop] + curves_callback(model)
         model.train(train_set, val_set, learning_rate=lr, epochs=args.epochs, layers=layers,
                     augmentation=augmentation(args.augment), custom_callbacks=callbacks,

@@ -171,6 +171,9 @@ class MaskRCNN:
         self.model_dir = model_dir
         self._anchor_cache = {}
         self._predict_fn = None
+        # Our addition: what save_weights stores in each checkpoint (weights.read_settings);
+        # None stores config.to_dict(). WBC.py sets the run's config.json values here.
+        self.checkpoint_settings = None
         self.set_log_dir()
         self.keras_model = self.build(mode=mode, config=config)
 
@@ -354,8 +357,11 @@ class MaskRCNN:
         return summary
 
     def save_weights(self, filepath):
-        """Write all weights in Keras-2 HDF5 layout, atomically."""
-        weights_io.save_weights(self.keras_model, filepath)
+        """Write all weights in Keras-2 HDF5 layout, atomically, with checkpoint_settings (or
+        the config) as the file's `settings` attribute."""
+        settings = self.checkpoint_settings
+        weights_io.save_weights(self.keras_model, filepath,
+                                self.config.to_dict() if settings is None else settings)
 
     def get_imagenet_weights(self):
         """Path of Keras' ImageNet ResNet50 weights: the cached file, else downloaded."""

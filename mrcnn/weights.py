@@ -2,7 +2,8 @@
 written with h5py alone: nothing in a file is ever deserialised as code.
 
 Layout (what Keras 2's `save_weights` wrote and what we write):
-  root attrs   layer_names (or layer_names0, layer_names1, ...), backend, keras_version
+  root attrs   layer_names (or layer_names0, layer_names1, ...), backend, keras_version;
+               ours add `settings`: JSON of the training configuration (read_settings)
   /<layer>     one group per layer; attr weight_names = ["<layer>/kernel:0", ...]
   /<layer>/<weight_name>   one dataset per weight (the "/" nests: res2a/res2a/kernel:0)
   /rpn_model/rpn_conv_shared/kernel:0 ...  the nested RPN model's weights
@@ -13,6 +14,7 @@ bytecode, so loading a file never runs code from it. Files are written to a temp
 and renamed, so a crash or a full disk never leaves a half file under the final name.
 """
 import errno
+import json
 import os
 import shutil
 import tempfile
@@ -108,6 +110,18 @@ def _weights_group(f, path):
         return f["model_weights"]
     raise WeightsFileError(f"{path}: HDF5 file without Keras weights (no 'layer_names' "
                            "attribute and no 'model_weights' group)")
+
+
+def read_settings(path):
+    """The `settings` dict that save_weights stored in the file, or None (a file of Matterport's
+    or Keras', one written before settings existed, or one that cannot be read)."""
+    try:
+        with h5py.File(os.fspath(path), "r") as f:
+            value = f.attrs.get("settings")
+        settings = json.loads(value.decode() if isinstance(value, bytes) else value)
+    except (OSError, TypeError, ValueError):
+        return None
+    return settings if isinstance(settings, dict) else None
 
 
 def read_weight_file(path):
@@ -220,10 +234,12 @@ def _write_error(exc, path, folder, nbytes):
                              f"({reason}); nothing was written under that name")
 
 
-def save_weights(keras_model, path):
+def save_weights(keras_model, path, settings=None):
     """Write the model's weights in Keras-2 layout, atomically: a temporary file in the same
     folder, fsync, rename, fsync of the folder. On failure the temporary file is removed, an
-    earlier file at `path` is unchanged and WeightsWriteError says why (disk full: ENOSPC)."""
+    earlier file at `path` is unchanged and WeightsWriteError says why (disk full: ENOSPC).
+    `settings` (a dict, e.g. the configuration) goes into the root attribute `settings` as
+    JSON, which Keras and Matterport ignore, so the file carries it wherever it is copied."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     nbytes = sum(int(np.prod(v.shape)) * 4 for _, pairs in model_weight_map(keras_model)
@@ -238,6 +254,8 @@ def save_weights(keras_model, path):
             f.attrs["layer_names"] = _bytes_array(names)
             f.attrs["backend"] = b"tensorflow"
             f.attrs["keras_version"] = keras.__version__.encode()
+            if settings is not None:
+                f.attrs["settings"] = json.dumps(settings, default=str).encode()
             for name in names:
                 g = f.create_group(name)
                 pairs = weighted.get(name, [])

@@ -226,6 +226,15 @@ def test_train_resume_detect_evaluate(tmp_path, synth_data):
                 f"--weights={run_dir / 'mask_rcnn_wbc_0001.h5'}")
     assert other.returncode == 2 and "holds detections made with" in other.stderr, other.stderr
     assert {p: p.stat().st_mtime_ns for p in out.glob("*_overlay.png")} == before
+    # A checkpoint copied away from its run folder (no config.json beside it) still detects
+    # with its run's settings, which the file carries (the defaults, a resnet50 backbone,
+    # cannot load the small backbone's weights).
+    moved = tmp_path / "moved" / "model.h5"
+    moved.parent.mkdir()
+    moved.write_bytes((run_dir / "mask_rcnn_wbc_0002.h5").read_bytes())
+    alone = run("detect", f"--image={another}", f"--out={tmp_path / 'moved_out'}",
+                f"--weights={moved}")
+    assert alone.returncode == 0, alone.stdout + alone.stderr
 
     report = tmp_path / "eval"
     result = run("evaluate", f"--dataset={synth_data}", f"--logs={logs}", f"--out={report}")

@@ -15,7 +15,7 @@ from mrcnn import model as modellib
 from mrcnn.config import Config
 from mrcnn.data import TrainingInput, load_image_gt, mold_image
 from mrcnn.np_images import normalize_colors, resize_image
-from mrcnn.weights import WeightsFileError, model_weight_map
+from mrcnn.weights import WeightsFileError, model_weight_map, read_settings
 from shapes import ShapesDataset
 
 EXCLUDE = ["mrcnn_class_logits", "mrcnn_bbox_fc", "mrcnn_bbox", "mrcnn_mask"]
@@ -175,6 +175,7 @@ def test_matterport_coco_file_loads_by_name_with_every_tensor_equal(tmp_path, co
         for got, want in zip(loaded[name], arrays):
             np.testing.assert_array_equal(got, want, err_msg=name)
     assert model.epoch == 0
+    assert read_settings(path) is None          # Matterport's files carry no settings
 
 
 def test_coco_file_into_six_class_resnet50_with_the_usual_exclude(tmp_path, coco_file):
@@ -255,6 +256,14 @@ def test_save_then_load_gives_identical_detections_and_matterport_layout(tmp_pat
         assert f["rpn_model/rpn_conv_shared/kernel:0"].shape == (3, 3, 256, 512)
         assert f["mrcnn_class_conv1/mrcnn_class_conv1/kernel:0"].shape == (7, 7, 256, 1024)
         assert b"fpn_p6" in list(f.attrs["layer_names"])
+    # The file carries the configuration (config.to_dict() unless checkpoint_settings).
+    assert read_settings(path)["IMAGE_MAX_DIM"] == TinyConfig.IMAGE_MAX_DIM
+    inference_model.checkpoint_settings = {"LAYERS": "heads"}
+    try:
+        inference_model.save_weights(str(tmp_path / "with_settings.h5"))
+    finally:
+        inference_model.checkpoint_settings = None
+    assert read_settings(tmp_path / "with_settings.h5") == {"LAYERS": "heads"}
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp")]
     other = modellib.MaskRCNN("inference", TinyConfig(), str(tmp_path / "logs"))
     other.load_weights(path, by_name=False)
