@@ -110,10 +110,11 @@ def make_config(base=WBCConfig, given=None, **flags):
 def saved_config(weights_path):
     """Config values of the run that wrote a checkpoint: config.json beside it, else the
     copy inside the checkpoint (a file moved away from its run folder), else {}."""
-    from mrcnn.weights import read_settings
     stored = read_json(os.path.join(os.path.dirname(os.path.abspath(weights_path)),
                                     "config.json"))
     if not isinstance(stored, dict):
+        quiet_tensorflow()      # mrcnn.weights imports Keras, hence TensorFlow
+        from mrcnn.weights import read_settings
         stored = read_settings(weights_path) or {}
     return {k: (tuple(v) if k == "RPN_ANCHOR_SCALES" else v) for k, v in stored.items()
             if k in SAVED_CONFIG_KEYS}
