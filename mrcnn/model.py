@@ -310,7 +310,7 @@ class MaskRCNN:
         else:
             self._name_run(datetime.datetime.now())
             while os.path.exists(self.log_dir):
-                self._name_run(self._run_minute + datetime.timedelta(minutes=1))
+                self._name_run_a_minute_later()
 
     def _name_run(self, minute):
         """log_dir and checkpoint_path of the run started at `minute` (a datetime)."""
@@ -318,6 +318,10 @@ class MaskRCNN:
         self._run_minute = minute
         self.log_dir = os.path.join(self.model_dir, f"{name}{minute:%Y%m%dT%H%M}")
         self.checkpoint_path = os.path.join(self.log_dir, f"mask_rcnn_{name}_{{epoch:04d}}.h5")
+
+    def _name_run_a_minute_later(self):
+        """Move this new run to the next minute's name (its own name is taken)."""
+        self._name_run(self._run_minute + datetime.timedelta(minutes=1))
 
     def make_log_dir(self):
         """Create log_dir (our addition; train() calls it). A new run claims a folder that did
@@ -333,7 +337,7 @@ class MaskRCNN:
                 os.mkdir(self.log_dir)
                 break
             except FileExistsError:
-                self._name_run(self._run_minute + datetime.timedelta(minutes=1))
+                self._name_run_a_minute_later()
         self._unclaimed_new_run = False
 
     def find_last(self):
