@@ -100,6 +100,8 @@ class Config:
     }
     # Our addition (0 = Matterport): label smoothing of the classifier's cross-entropy.
     CLASS_LABEL_SMOOTHING = 0.0
+    # Our addition (0 = Matterport): focal loss exponent of the classifier's cross-entropy.
+    CLASS_FOCAL_GAMMA = 0.0
     # Our addition (0 = Matterport): dropout after each of the classifier head's two FC layers.
     CLASSIFIER_DROPOUT = 0.0
     USE_RPN_ROIS = True

@@ -41,18 +41,23 @@ def rpn_bbox_loss_graph(config, target_bbox, rpn_match, rpn_bbox):
 
 
 def mrcnn_class_loss_graph(target_class_ids, pred_class_logits, active_class_ids,
-                           label_smoothing=0.0):
+                           label_smoothing=0.0, focal_gamma=0.0):
     """target_class_ids [B, T] int, logits [B, T, NC], active_class_ids [B, NC] (1 = class is
     in the image's source). Predictions of inactive classes do not count, as in Matterport
     (the first image's active ids are used for the whole batch). label_smoothing e in [0, 1)
-    trains towards 1 - e + e/NC for the target class and e/NC for the others (0: Matterport)."""
+    trains towards 1 - e + e/NC for the target class and e/NC for the others (0: Matterport).
+    focal_gamma g >= 0 weighs each ROI's cross-entropy by (1 - p)^g, p the predicted
+    probability of its target class (focal loss, Lin et al. 2017; 0: Matterport)."""
     target = tf.cast(target_class_ids, tf.int32)
     pred_ids = tf.argmax(pred_class_logits, axis=2)
     pred_active = tf.gather(tf.cast(active_class_ids[0], tf.float32), pred_ids)
     num_classes = tf.shape(pred_class_logits)[-1]
-    labels = tf.one_hot(target, num_classes) * (1.0 - label_smoothing) \
-        + label_smoothing / tf.cast(num_classes, tf.float32)
+    one_hot = tf.one_hot(target, num_classes)
+    labels = one_hot * (1.0 - label_smoothing) + label_smoothing / tf.cast(num_classes, tf.float32)
     ce = tf.nn.softmax_cross_entropy_with_logits(labels=labels, logits=pred_class_logits)
+    if focal_gamma:
+        p_target = tf.reduce_sum(one_hot * tf.nn.softmax(pred_class_logits), axis=-1)
+        ce = ce * tf.pow(1.0 - p_target, focal_gamma)
     return tf.math.divide_no_nan(tf.reduce_sum(ce * pred_active), tf.reduce_sum(pred_active))
 
 

@@ -277,7 +277,8 @@ class MaskRCNN:
             LossLayer(rpn_class_loss_graph, name="rpn_class_loss")([input_rpn_match, rpn_class_logits]),
             LossLayer(lambda *a: rpn_bbox_loss_graph(config, *a), name="rpn_bbox_loss")(
                 [input_rpn_bbox, input_rpn_match, rpn_bbox]),
-            LossLayer(lambda *a: mrcnn_class_loss_graph(*a, config.CLASS_LABEL_SMOOTHING),
+            LossLayer(lambda *a: mrcnn_class_loss_graph(*a, config.CLASS_LABEL_SMOOTHING,
+                                                        config.CLASS_FOCAL_GAMMA),
                       name="mrcnn_class_loss")(
                 [target_class_ids, mrcnn_class_logits, active_class_ids]),
             LossLayer(mrcnn_bbox_loss_graph, name="mrcnn_bbox_loss")(

@@ -234,6 +234,20 @@ def test_mrcnn_class_loss_label_smoothing_mixes_in_the_uniform_target():
     assert expected > plain                  # confident right answers cost more when smoothed
 
 
+def test_mrcnn_class_loss_focal_gamma_weighs_each_roi_by_its_doubt():
+    target = tf.constant([[1, 0, 2]], tf.int32)
+    logits = f32([[[0, 4, 0], [1, 0, 0], [2, 0, -1]]])  # sure and right, unsure, sure and wrong
+    active = f32([[1, 1, 1]])
+    p = np.exp(logits.numpy()[0]) / np.exp(logits.numpy()[0]).sum(-1, keepdims=True)
+    p_target = p[[0, 1, 2], [1, 0, 2]]
+    g = 2.0
+    expected = (-np.log(p_target) * (1 - p_target) ** g).mean()
+    assert losses.mrcnn_class_loss_graph(target, logits, active, 0.0, g).numpy() == pytest.approx(
+        expected, rel=1e-5)
+    per_roi = -np.log(p_target) * (1 - p_target) ** g
+    assert per_roi[0] < 0.01 * per_roi[2]        # the sure right answer hardly counts
+
+
 def test_mrcnn_bbox_loss_picks_the_target_class_deltas_of_positive_rois():
     target_bbox = f32([[[0, 0, 0, 0], [5, 5, 5, 5]]])
     ids = tf.constant([[2, 0]], tf.int32)
