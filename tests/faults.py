@@ -32,15 +32,20 @@ def child_env(**extra):
 
 class Child:
     """`python3 WBC.py ARGS` (or `python3 -c CODE ARGS`) with its stdout read line by line
-    in a thread; stderr goes to a file (the progress bars are long)."""
+    in a thread; stderr goes to a file (the progress bars are long). Its temporary files
+    (TensorFlow's autograph writes some and removes them at exit, which SIGKILL skips) go to
+    a folder beside that file, inside the test's own tmp_path, not to /tmp."""
 
     def __init__(self, args, err_path, code=None):
         cmd = [sys.executable] + (["-c", code] if code else [WBC]) + [str(a) for a in args]
         self.started = time.time()
         self.err_path = err_path
         self._err = open(err_path, "w")
+        temp = os.path.splitext(err_path)[0] + "-tmp"
+        os.makedirs(temp, exist_ok=True)
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._err, text=True,
-                                     env=child_env(), stdin=subprocess.DEVNULL, cwd=ROOT)
+                                     env=child_env(TMPDIR=temp), stdin=subprocess.DEVNULL,
+                                     cwd=ROOT)
         STARTED.append(self)
         self.lines = []
         self._reader = threading.Thread(target=self._read, daemon=True)
