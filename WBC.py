@@ -72,6 +72,7 @@ class WBCConfig(Config):
     LEARNING_RATE = 0.001
     LEARNING_RATE_SCHEDULE = "cosine"
     LEARNING_RATE_WARMUP_STEPS = 200
+    AUGMENTATION = "default"    # --augment: none|default|strong (augmentation() below)
 
 
 # What `train --weights=none` uses unless flags say otherwise: from random weights, ResNet-50
@@ -93,7 +94,8 @@ SAVED_CONFIG_KEYS = ["LAYERS", "BACKBONE", "PYRAMID_MIN_LEVEL", "LEARNING_RATE_S
                      "DETECTION_MIN_CONFIDENCE", "DETECTION_NMS_THRESHOLD", "RPN_NMS_THRESHOLD",
                      "LEARNING_RATE", "TRAIN_ROIS_PER_IMAGE", "LOSS_WEIGHTS", "COLOR_NORMALIZATION",
                      "WEIGHT_DECAY", "WEIGHT_DECAY_MODE", "CLASS_LABEL_SMOOTHING",
-                     "ROI_CANONICAL_SIZE", "CLASSIFIER_DROPOUT", "CLASS_FOCAL_GAMMA"]
+                     "ROI_CANONICAL_SIZE", "CLASSIFIER_DROPOUT", "CLASS_FOCAL_GAMMA",
+                     "STEPS_PER_EPOCH", "VALIDATION_STEPS", "AUGMENTATION"]
 
 
 def make_config(base=WBCConfig, given=None, **flags):
@@ -340,7 +342,8 @@ def cmd_train(args):
              "LEARNING_RATE_SCHEDULE": args.lr_schedule,
              "LEARNING_RATE_WARMUP_STEPS": args.warmup,
              "STEPS_PER_EPOCH": args.steps_per_epoch,
-             "VALIDATION_STEPS": args.validation_steps}
+             "VALIDATION_STEPS": args.validation_steps,
+             "AUGMENTATION": args.augment}
     config = make_config(given={**scratch, **base, **getattr(args, "overrides", {})}, **flags)
     broken = print_data_summary(args.dataset)
     train_set = load_subset(args.dataset, "train", broken)
@@ -379,8 +382,8 @@ def cmd_train(args):
                    indent=1)
         callbacks = [stop] + curves_callback(model)
         model.train(train_set, val_set, learning_rate=lr, epochs=args.epochs, layers=layers,
-                    augmentation=augmentation(args.augment), custom_callbacks=callbacks,
-                    seed=args.seed,
+                    augmentation=augmentation(config.AUGMENTATION),
+                    custom_callbacks=callbacks, seed=args.seed,
                     sample_weights=class_balance_weights(train_set, config.CLASS_BALANCE))
     except FloatingPointError as exc:
         raise UserError(f"training stopped: {exc}") from None
@@ -558,7 +561,7 @@ def inference_model(weights, logs, min_confidence=None, image_size=None, precisi
                              DETECTION_MIN_CONFIDENCE=member_confidence, COMPUTE_DTYPE=precision)
         model = modellib.MaskRCNN("inference", config, logs)
         source = resolve_weights(model, spec, logs, for_training=False)
-        if source in sources:
+        if any(os.path.realpath(source) == os.path.realpath(s) for s in sources):
             raise UserError(f"--weights={weights}: {source} is given twice; an ensemble "
                             "needs different runs")
         sources.append(source)
@@ -655,7 +658,7 @@ def cmd_evaluate(args):
     set_threads(args.threads)
     # Detections down to a low score, so that AP sees the whole precision-recall curve;
     # precision, recall, F1, confusion and counts use `confidence`.
-    model, sources = inference_model(weights, args.logs, EVAL_MIN_SCORE,
+    model, sources = inference_model(weights, args.logs, min(EVAL_MIN_SCORE, confidence),
                                      precision=args.precision, tta=args.tta)
     meta["model"] = ", ".join(sources)
     meta["ensemble"] = len(sources)
@@ -731,6 +734,7 @@ def build_parser():
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="\n".join(__doc__.split("\n")[2:]))
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.commands = sub.choices       # name (or alias) -> its parser
 
     def add(name, func, example, help_text, aliases=()):
         p = sub.add_parser(name, help=help_text, aliases=list(aliases),
@@ -772,7 +776,7 @@ def build_parser():
                         "unless --lr) instead of continuing that checkpoint's run from its epoch")
     p.add_argument("--steps-per-epoch", type=number(int, 1), default=None)
     p.add_argument("--validation-steps", type=number(int, 1), default=None,
-                   help="validation batches per epoch (default 10)")
+                   help="validation batches per epoch (default 15)")
     p.add_argument("--layers", default=None,
                    help="heads|3+|4+|5+|all|REGEX (default: 3+ from coco/imagenet, the run's "
                         "own on resume, else all)")
@@ -784,7 +788,8 @@ def build_parser():
     p.add_argument("--backbone", choices=["resnet50", "resnet101", "small"], default=None,
                    help="default small with --weights=none (the from-scratch recipe), "
                         "else resnet50; small has no pretrained weights")
-    p.add_argument("--augment", choices=["none", "default", "strong"], default="default")
+    p.add_argument("--augment", choices=["none", "default", "strong"], default=None,
+                   help="none|default|strong (default: default, the run's own on resume)")
     p.add_argument("--time-limit", default=None, help="e.g. 8h: save and stop cleanly then")
     p.add_argument("--seed", type=number(int, 0), default=None)
     p.add_argument("--threads", type=number(int, 1), default=None,
@@ -857,7 +862,10 @@ def build_parser():
 
 def main(argv=None):
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:     # reported by the command's parser, so the hint names its --help
+        parser.commands.get(args.command, parser).error(
+            f"unrecognized arguments: {' '.join(unknown)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
@@ -868,10 +876,14 @@ def main(argv=None):
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
-        if not is_disk_full(exc):
+        if is_disk_full(exc):
+            print(f"error: {write_error_message(exc, args.command, os.getcwd())}. Free some "
+                  "disk space and run the command again", file=sys.stderr)
+        elif getattr(exc, "filename", None):    # a file or folder that cannot be made or read
+            print(f"error: {exc.filename}: {exc.strerror or exc}. Check the path and its "
+                  "permissions", file=sys.stderr)
+        else:
             raise
-        print(f"error: {write_error_message(exc, args.command, os.getcwd())}. Free some disk "
-              "space and run the command again", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -85,6 +85,12 @@ def trim_zeros_graph(boxes, name="trim_zeros"):
     return tf.boolean_mask(boxes, keep, name=name), keep
 
 
+def batch_pack_graph(x, counts, num_rows):
+    """Rows of x [num_rows, N, ...] packed into one tensor [sum(counts), ...]: the first
+    counts[i] entries of row i, for i < num_rows (Matterport's helper; counts [num_rows] int)."""
+    return tf.concat([x[i, :counts[i]] for i in range(num_rows)], axis=0)
+
+
 def pad_rows(x, rows):
     """Zero-pad tensor x [N, ...] at the end of axis 0 to exactly `rows` rows (N <= rows)."""
     n = tf.shape(x)[0]

@@ -1,6 +1,12 @@
-"""Durable renames: after os.replace() into a folder, fsync the folder so the new name
-survives a power cut. No third-party imports (the product's `check` uses it without
-TensorFlow)."""
+"""Durable writes: a file is written whole under a temporary name beside its target, synced,
+then renamed into place, and the folder is synced so the new name survives a power cut. No
+third-party imports (the product's `check` uses it without TensorFlow).
+
+Temporary names are ".<target name>.tmp-<pid>-<n>": hidden, and recognisable as leftovers
+of a killed process by the next run in the same folder.
+"""
+import contextlib
+import itertools
 import os
 
 
@@ -16,3 +22,42 @@ def fsync_folder(folder):
         pass
     finally:
         os.close(fd)
+
+
+def temporary_names(path):
+    """Endless candidates ".<name>.tmp-<pid>-<n>" beside path, for a caller to create the
+    first that does not exist yet (os.open with O_EXCL, os.mkdir)."""
+    folder, base = os.path.split(os.path.abspath(path))
+    return (os.path.join(folder, f".{base}.tmp-{os.getpid()}-{n}") for n in itertools.count())
+
+
+def _create_temporary(path):
+    """(fd, name) of a new file beside path, created like open(path, "w") would be (mode
+    0o666 filtered by the umask, unlike tempfile's 0o600)."""
+    for tmp in temporary_names(path):
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
+
+
+@contextlib.contextmanager
+def replacing(path, mode="w", **open_args):
+    """`with replacing(path) as f: f.write(...)` writes path whole or not at all.
+
+    Yields a file object (open(..., mode, **open_args)) on a new temporary file beside path.
+    A clean exit flushes and fsyncs it, renames it to path (os.replace) and fsyncs the
+    folder; an exception removes it and leaves path as it was."""
+    path = os.fspath(path)
+    fd, tmp = _create_temporary(path)
+    try:
+        with os.fdopen(fd, mode, **open_args) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+    fsync_folder(os.path.dirname(os.path.abspath(path)))

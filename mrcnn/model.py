@@ -22,11 +22,13 @@ import tensorflow as tf
 import keras
 from keras import layers as KL
 
-from mrcnn import utils
+from mrcnn import durable, utils
 from mrcnn import weights as weights_io
 from mrcnn.backbone import (BatchNorm, build_backbone, compute_backbone_shapes,  # noqa: F401
-                            fpn_graph, resnet_graph)
-from mrcnn.box_ops import norm_boxes_graph
+                            conv_block, fpn_graph, identity_block, resnet_graph)
+from mrcnn.box_ops import (apply_box_deltas_graph, batch_pack_graph,  # noqa: F401
+                           clip_boxes_graph, denorm_boxes_graph, norm_boxes_graph,
+                           overlaps_graph, trim_zeros_graph)
 from mrcnn.data import (TrainingInput, compose_image_meta, data_generator,  # noqa: F401
                         load_image_gt, mold_image, parse_image_meta, unmold_image)
 from mrcnn.heads import build_fpn_mask_graph, fpn_classifier_graph
@@ -35,10 +37,11 @@ from mrcnn.losses import (l2_penalty, mrcnn_bbox_loss_graph, mrcnn_class_loss_gr
                           mrcnn_mask_loss_graph, rpn_bbox_loss_graph, rpn_class_loss_graph,
                           smooth_l1_loss)
 from mrcnn.roi import (DetectionLayer, DetectionTargetLayer, LeadingRows,  # noqa: F401
-                       PadRowsTo, PyramidROIAlign, parse_image_meta_graph, positive_roi_count)
+                       PadRowsTo, PyramidROIAlign, log2_graph, parse_image_meta_graph,
+                       positive_roi_count)
 from mrcnn.np_images import normalize_colors
 from mrcnn.precision import FLOAT32_LAYER, Float32Layer
-from mrcnn.rpn import ProposalLayer, build_rpn_model
+from mrcnn.rpn import ProposalLayer, build_rpn_model, rpn_graph  # noqa: F401
 from mrcnn.rpn_targets import build_rpn_targets  # noqa: F401
 
 logger = logging.getLogger("mrcnn")
@@ -297,14 +300,18 @@ class MaskRCNN:
 
         A new run is named <name><YYYYmmddTHHMM> after the current minute, or the next minute
         whose folder does not exist yet; make_log_dir() claims the folder when training
-        starts. Our addition: last_checkpoint, the checkpoint this run continues from (None
-        for a new run), then the one train() saved last."""
+        starts. A resumed run stays in the checkpoint's own folder, also when that is not in
+        model_dir (Matterport rebuilds the folder's name under model_dir, which could be
+        another run's folder of the same minute). Our addition: last_checkpoint, the
+        checkpoint this run continues from (None for a new run), then the one train() saved
+        last."""
         self.epoch = 0
         self.last_checkpoint = None
         m = model_path and CHECKPOINT_RE.match(os.path.abspath(os.fspath(model_path)))
         self._unclaimed_new_run = not m
         if m:
-            self._name_run(datetime.datetime(*(int(g) for g in m.groups()[:5])))
+            self._name_run(datetime.datetime(*(int(g) for g in m.groups()[:5])),
+                           folder=os.path.dirname(os.fspath(model_path)))
             self.epoch = int(m.group(6))
             self.last_checkpoint = os.fspath(model_path)
             logger.info("Re-starting from epoch %d", self.epoch)
@@ -313,11 +320,12 @@ class MaskRCNN:
             while os.path.exists(self.log_dir):
                 self._name_run_a_minute_later()
 
-    def _name_run(self, minute):
-        """log_dir and checkpoint_path of the run started at `minute` (a datetime)."""
+    def _name_run(self, minute, folder=None):
+        """log_dir and checkpoint_path of the run started at `minute` (a datetime), in
+        `folder` (default: its name under model_dir)."""
         name = self.config.NAME.lower()
         self._run_minute = minute
-        self.log_dir = os.path.join(self.model_dir, f"{name}{minute:%Y%m%dT%H%M}")
+        self.log_dir = folder or os.path.join(self.model_dir, f"{name}{minute:%Y%m%dT%H%M}")
         self.checkpoint_path = os.path.join(self.log_dir, f"mask_rcnn_{name}_{{epoch:04d}}.h5")
 
     def _name_run_a_minute_later(self):
@@ -547,13 +555,11 @@ class MaskRCNN:
             with open(path, newline="") as f:
                 rows = [r for r in csv.DictReader(f) if int(r["epoch"]) < self.epoch]
         rows.append(dict(epoch=self.epoch, **{k: f"{v:.6g}" for k, v in logs.items()}))
-        tmp = path + ".tmp"
-        with open(tmp, "w", newline="") as f:
+        with durable.replacing(path, newline="") as f:
             fields = list(dict.fromkeys(k for row in rows for k in row))
             out = csv.DictWriter(f, fieldnames=fields, restval="")
             out.writeheader()
             out.writerows(rows)
-        os.replace(tmp, path)
 
     # -- inference -----------------------------------------------------------------------
     def get_anchors(self, image_shape):

@@ -34,6 +34,8 @@ from matplotlib.patches import Polygon  # noqa: E402
 from PIL import Image  # noqa: E402
 from skimage.measure import find_contours  # noqa: E402
 
+from mrcnn.durable import replacing  # noqa: E402
+
 __all__ = ["random_colors", "apply_mask", "display_instances", "display_images",
            "display_top_masks", "draw_box", "save_instances"]
 
@@ -277,13 +279,7 @@ def save_instances(path, image, boxes, masks, class_ids, class_names, scores=Non
         rgb = np.asarray(Image.fromarray(np.ascontiguousarray(rgb)).resize((out_w, out_h)))
 
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, ".%s.%d.tmp" % (os.path.basename(path), os.getpid()))
-    try:
-        Image.fromarray(np.ascontiguousarray(rgb)).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with replacing(path, "wb") as f:
+        Image.fromarray(np.ascontiguousarray(rgb)).save(f, format="PNG")
     return path

@@ -183,15 +183,6 @@ def all_layer_names(backbone="resnet101", num_classes=81, anchors_per_location=3
             if w or weightless_layers]
 
 
-def dataset_path(layer_name, weight_name):
-    """HDF5 path (relative to the weights root) of one weight: ``<layer>/<weight name>``.
-
-    This gives ``res2a_branch2a/res2a_branch2a/kernel:0`` for plain and TimeDistributed layers, and
-    ``rpn_model/rpn_conv_shared/kernel:0`` for the nested RPN model.
-    """
-    return f"{layer_name}/{weight_name}"
-
-
 def _values(rng, weight_name, shape):
     x = rng.standard_normal(shape, dtype=np.float32)
     if weight_name.endswith("/moving_variance:0"):

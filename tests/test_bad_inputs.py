@@ -638,7 +638,8 @@ def flag_cases(top, data):
     return [
         # id, argv, words of the one-line error
         ("unknown-command", ["frobnicate"], ["invalid choice: 'frobnicate'"]),
-        ("unknown-flag", train + ["--frobnicate=1"], ["unrecognized arguments"]),
+        ("unknown-flag", train + ["--frobnicate=1"], ["unrecognized arguments",
+                                                       "WBC.py train --help"]),
         ("missing-required", ["train"], ["--dataset"]),
         ("flag-without-value", ["check", "--dataset"], ["expected one argument"]),
         ("epochs-not-a-number", train + ["--epochs=ten"], ["--epochs", "not a whole number"]),
@@ -671,6 +672,8 @@ def flag_cases(top, data):
          ["file not found"]),
         ("synth-zero-images", ["synth", f"--out={top / 's'}", "--images=0"], ["images"]),
         ("synth-tiny-size", ["synth", f"--out={top / 's'}", "--size=8"], ["size"]),
+        ("synth-out-under-a-file", ["synth", f"--out={top / 'a-file' / 's'}"],
+         ["a-file", "Not a directory"]),
         ("val-fraction-1.5", ["import-lisc", f"--source={top}", f"--out={top / 'o'}",
                               "--val-fraction=1.5"], ["val_fraction"]),
     ]

@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -180,10 +181,15 @@ def test_train_resume_detect_evaluate(tmp_path, synth_data):
     # --weights=none trains with the from-scratch recipe (WBCConfig + SCRATCH_RECIPE)
     assert (saved["BACKBONE"], saved["LEARNING_RATE"], saved["TRAIN_BN"]) == ("small", 0.005, False)
     assert saved["LOSS_WEIGHTS"]["mrcnn_class_loss"] == 3 and saved["TRAIN_ROIS_PER_IMAGE"] == 32
-    second = run("train", "--weights=last", "--epochs=2", *common)
+    # resumed without the flags: steps per epoch and augmentation are the run's own
+    second = run("train", "--weights=last", "--epochs=2", f"--dataset={synth_data}",
+                 f"--logs={logs}", "--image-size=128", "--seed=0")
     assert second.returncode == 0, second.stdout + second.stderr
     assert (run_dir / "mask_rcnn_wbc_0002.h5").is_file()
     assert "Training layers all" in second.stdout and "from epoch 1 to 2" in second.stdout
+    assert "2 steps per epoch" in second.stdout
+    resumed = json.loads((run_dir / "config.json").read_text())
+    assert (resumed["VALIDATION_STEPS"], resumed["AUGMENTATION"]) == (1, "none")
     assert len(list(logs.iterdir())) == 1                     # continued in the same run
     finetune = tmp_path / "finetune"
     before = sorted(p.name for p in run_dir.iterdir())
@@ -226,6 +232,24 @@ def test_train_resume_detect_evaluate(tmp_path, synth_data):
                 f"--weights={run_dir / 'mask_rcnn_wbc_0001.h5'}")
     assert other.returncode == 2 and "holds detections made with" in other.stderr, other.stderr
     assert {p: p.stat().st_mtime_ns for p in out.glob("*_overlay.png")} == before
+    # Another file of a done image's name is an error, not "done"; images added later are
+    # listed in the folder's counts.csv with the earlier ones.
+    grown, day2 = tmp_path / "grown", tmp_path / "day2"
+    shutil.copytree(out, grown)
+    day2.mkdir()
+    done = next(folder.iterdir())
+    shutil.copy(done, day2 / done.name)
+    clash = run("detect", f"--images={day2}", f"--logs={logs}", f"--out={grown}",
+                "--min-confidence=0")
+    assert clash.returncode == 2 and "holds the results of" in clash.stderr, clash.stderr
+    (day2 / done.name).rename(day2 / f"new_{done.name}")
+    added = run("detect", f"--images={day2}", f"--logs={logs}", f"--out={grown}",
+                "--min-confidence=0")
+    assert added.returncode == 0, added.stdout + added.stderr
+    assert f"{len(stems) + 1} images, {len(stems)} of them from earlier runs" in added.stdout
+    with open(grown / "counts.csv") as f:
+        listed = [row["image"] for row in csv.DictReader(f)]
+    assert sorted(listed) == sorted([p.name for p in folder.iterdir()] + [f"new_{done.name}"])
     # A checkpoint copied away from its run folder (no config.json beside it) still detects
     # with its run's settings, which the file carries (the defaults, a resnet50 backbone,
     # cannot load the small backbone's weights).
@@ -264,8 +288,8 @@ def test_train_resume_detect_evaluate(tmp_path, synth_data):
     (report,) = run_dir.glob("mask_rcnn_wbc_0001_ensemble2-*_eval_val")
     meta = json.loads((report / "metrics.json").read_text())["meta"]
     assert meta["ensemble"] == 2 and str(checkpoints[1]) in meta["model"]
-    twice = run("evaluate", f"--dataset={synth_data}", f"--logs={logs}",
-                f"--weights=last,{checkpoints[1]}")
+    twice = run("evaluate", f"--dataset={synth_data}", f"--logs={logs}",     # same file
+                f"--weights=last,{run_dir}/./{checkpoints[1].name}")
     assert twice.returncode == 2 and "given twice" in twice.stderr, twice.stdout + twice.stderr
 
 

@@ -370,6 +370,9 @@ def test_write_report_files(tmp_path):
     for name in ("confusion.png", "pr_curves.png", "worst.png"):
         assert png_size(out / name) == rp.PNG_SIZES[name]
     assert [p for p in os.listdir(tmp_path) if p.startswith(".")] == []     # no temp left
+    plain = tmp_path / "plain"
+    plain.mkdir()                          # a new report folder gets os.mkdir's permissions
+    assert out.stat().st_mode == plain.stat().st_mode
     # a run without errors still draws every picture
     m = ev.evaluate(gts, perfect_preds(gts), NAMES)
     rp.write_report(m, gts, perfect_preds(gts), NAMES, str(out), meta)

@@ -271,3 +271,10 @@ def test_mrcnn_mask_loss_is_bce_of_the_target_class_channel():
     expected = -(8 * math.log(0.9) + 8 * math.log(0.8)) / 16
     assert losses.mrcnn_mask_loss_graph(f32(target), ids, f32(pred)).numpy() == pytest.approx(
         expected, rel=1e-5)
+
+
+def test_batch_pack_graph_takes_the_first_counts_of_each_row():
+    from mrcnn.model import batch_pack_graph
+    x = f32(np.arange(2 * 3 * 2).reshape(2, 3, 2))
+    packed = batch_pack_graph(x, tf.constant([2, 1]), 2).numpy()
+    np.testing.assert_array_equal(packed, [[0, 1], [2, 3], [6, 7]])

@@ -109,6 +109,24 @@ def test_color_normalization_reaches_training_input_and_inference(inference_mode
         type("Lab", (TinyConfig,), {"COLOR_NORMALIZATION": "lab"})()
 
 
+# Matterport's mrcnn.model names (../shared/spec/matterport-compat.md) that a user's script
+# may import; generate_random_rois and build_detection_targets (its debugging path for
+# random ROIs in data_generator) are not provided (README, "What differs from Matterport").
+MATTERPORT_MODEL_API = """MaskRCNN log BatchNorm load_image_gt data_generator mold_image
+unmold_image compose_image_meta parse_image_meta parse_image_meta_graph compute_backbone_shapes
+build_rpn_targets resnet_graph identity_block conv_block rpn_graph build_rpn_model
+fpn_classifier_graph build_fpn_mask_graph ProposalLayer PyramidROIAlign DetectionTargetLayer
+DetectionLayer rpn_class_loss_graph rpn_bbox_loss_graph mrcnn_class_loss_graph
+mrcnn_bbox_loss_graph mrcnn_mask_loss_graph smooth_l1_loss norm_boxes_graph denorm_boxes_graph
+trim_zeros_graph batch_pack_graph apply_box_deltas_graph clip_boxes_graph overlaps_graph
+log2_graph""".split()
+
+
+def test_matterport_model_api_names_are_importable():
+    missing = [name for name in MATTERPORT_MODEL_API if not callable(getattr(modellib, name, None))]
+    assert missing == []
+
+
 def test_anchor_count_at_1024_default_config():
     class Default(Config):
         NAME = "default"
@@ -323,6 +341,14 @@ def test_a_new_run_never_writes_into_an_existing_run_folder(tmp_path):
     assert (model.log_dir, model.epoch, model.last_checkpoint) == (first, 7, checkpoint)
     model.make_log_dir()
     assert model.log_dir == first
+    # ... also when it was copied elsewhere, even if model_dir has a run of the same minute.
+    elsewhere = tmp_path / "copied" / os.path.basename(first)
+    elsewhere.mkdir(parents=True)
+    copy = str(elsewhere / "mask_rcnn_tiny_0007.h5")
+    open(copy, "wb").close()
+    model.set_log_dir(copy)
+    assert model.log_dir == str(elsewhere) and model.epoch == 7
+    assert model.checkpoint_path.startswith(str(elsewhere) + os.sep)
 
 
 def test_find_last_errors(tmp_path, inference_model):

@@ -599,3 +599,24 @@ def test_normalize_colors_none_and_flat_channels_and_bad_mode():
     assert (np_images.normalize_colors(image, "per-image") == 128).all()   # no division by 0
     with pytest.raises(ValueError, match="COLOR_NORMALIZATION='grey'"):
         np_images.normalize_colors(image, "grey")
+
+
+def test_replacing_writes_whole_or_not_at_all(tmp_path):
+    import os
+    from mrcnn.durable import replacing
+    from wbc.files import is_temp_name
+    target = tmp_path / "counts.csv"
+    with replacing(target) as f:
+        f.write("first\n")
+        (temp,) = [p for p in os.listdir(tmp_path) if p != "counts.csv"]
+        assert is_temp_name(temp) and not target.exists()     # nothing under the name yet
+    assert target.read_text() == "first\n"
+    with open(tmp_path / "plain", "w"):
+        pass
+    assert target.stat().st_mode == (tmp_path / "plain").stat().st_mode   # like open()
+    with pytest.raises(RuntimeError):
+        with replacing(target) as f:
+            f.write("half")
+            raise RuntimeError("killed mid-write")
+    assert target.read_text() == "first\n"
+    assert sorted(os.listdir(tmp_path)) == ["counts.csv", "plain"]       # no temp left

@@ -18,7 +18,8 @@ DEMO_SIZE = 256
 # learn something in minutes on 2 cores. Cells there are only 30-45 px, so the pyramid keeps
 # P2 and its 16 px anchors. This narrow net is not bound by convolution, so bfloat16 buys
 # no speed here (27 vs 28 epochs in 7 minutes, measured): it trains in float32.
-# Evaluate and detect read these from config.json.
+# Evaluate and detect read these from config.json (all but COMPUTE_DTYPE: they run at the
+# default precision, "auto").
 DEMO_CONFIG = {"TOP_DOWN_PYRAMID_SIZE": 64, "FPN_CLASSIF_FC_LAYERS_SIZE": 256,
                "PYRAMID_MIN_LEVEL": 2, "COMPUTE_DTYPE": "float32",
                "RPN_ANCHOR_SCALES": (16, 32, 64, 128, 256), "TRAIN_ROIS_PER_IMAGE": 64,
@@ -64,6 +65,8 @@ def run_demo(args):
     if code not in (0, None):
         return code
     print("[4/4] Detecting white cells in new smears")
+    # This run's model, not an earlier demo's: detect skips images already done in its --out.
+    shutil.rmtree(os.path.join(out, "detect"), ignore_errors=True)
     code = WBC.main(["detect", f"--images={smears}", "--weights=last", f"--logs={logs}",
                      f"--out={os.path.join(out, 'detect')}", "--min-confidence=0.5"] + threads)
     print(f"\nDemo finished in {(time.time() - started) / 60:.1f} minutes. Look at:\n"

@@ -4,8 +4,10 @@ and `evaluate` (detections of a dataset subset scored against its masks).
 Per image, detect writes `<stem>_overlay.png` (outlines, class names, scores) and
 `<stem>_labels.png` (uint16 instance labels, 0 = background) into --out, then a small record
 `.records/<stem>.json`; an image whose record exists is done and skipped on a rerun, so a
-killed run resumes where it stopped. The run's `detections.json` (COCO results) and
-`counts.csv` are rebuilt from all records at the end of every run. Every file is written to a
+killed run resumes where it stopped. A record of another file with the same stem (day1/1.bmp
+done, day2/1.bmp asked) is an error, not "done". The folder's `detections.json` (COCO results)
+and `counts.csv` are rebuilt from all its records at the end of every run, so images added
+by later runs into the same folder are listed with the earlier ones. Every file is written to a
 temporary name and renamed; temporary files of a killed run are removed by the next run, and
 a record that cannot be read counts as not done. A full disk stops the run with one line
 (finished images stay done).
@@ -20,8 +22,8 @@ import numpy as np
 
 from wbc.dataset import read_image
 from wbc.errors import UserError
-from wbc.files import fsync_folder, read_json, remove_stale_temp_files, write_error_message
-from wbc.files import write_json  # noqa: F401  (re-exported: WBC.py and old callers use it)
+from mrcnn.durable import replacing
+from wbc.files import read_json, remove_stale_temp_files, write_error_message, write_json
 
 IMAGE_EXTENSIONS = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
 RECORDS = ".records"
@@ -76,11 +78,29 @@ def read_record(out_dir, stem):
 
 
 def plan_jobs(files, out_dir):
-    """(all jobs, jobs not done yet in out_dir) as lists of (path, output stem)."""
+    """(all jobs, jobs not done yet in out_dir) as lists of (path, output stem). UserError
+    if out_dir holds the results of another file under a job's stem."""
     stems = [os.path.splitext(os.path.basename(f))[0] for f in files]
     jobs = [(f, output_stem(f, stems)) for f in files]
-    todo = [(f, s) for f, s in jobs if read_record(out_dir, s) is None]
+    todo = []
+    for path, stem in jobs:
+        record = read_record(out_dir, stem)
+        if record is None:
+            todo.append((path, stem))
+        elif os.path.abspath(record.get("file", path)) != os.path.abspath(path):
+            raise UserError(f"--out={out_dir}: holds the results of {record['file']} as "
+                            f"'{stem}', the name {path} would take. Give another --out for "
+                            "these images, or rename the file")
     return jobs, todo
+
+
+def recorded_stems(out_dir):
+    """Stems of every record in out_dir (finished or not readable), sorted."""
+    try:
+        names = os.listdir(os.path.join(out_dir, RECORDS))
+    except OSError:
+        return []
+    return sorted(n[:-len(".json")] for n in names if n.endswith(".json"))
 
 
 MODEL_RECORD = ".model.json"
@@ -92,11 +112,7 @@ def claim_out_dir(out_dir, model_description, todo_stems):
     that one folder never mixes the answers of two models."""
     path = os.path.join(out_dir, MODEL_RECORD)
     before = read_json(path)
-    try:
-        kept = {os.path.splitext(n)[0] for n in os.listdir(os.path.join(out_dir, RECORDS))
-                if n.endswith(".json")} - set(todo_stems)
-    except OSError:
-        kept = set()
+    kept = set(recorded_stems(out_dir)) - set(todo_stems)
     if kept and before is not None and before != model_description:
         raise UserError(f"--out={out_dir}: holds detections made with {before}, not with "
                         f"{model_description}. Give another --out, or delete the folder to "
@@ -165,18 +181,22 @@ def detect_files(model, files, out_dir, class_names, progress=True, model_descri
         print(f"warning: skipped {message}", file=sys.stderr)
     if len(failed) > 5:
         print(f"warning: {len(failed) - 5} more unreadable images skipped", file=sys.stderr)
+    stems = [s for _, s in jobs]
+    earlier = [s for s in recorded_stems(out_dir) if s not in set(stems)]
     try:
-        totals = assemble_run_outputs(out_dir, [s for _, s in jobs], class_names)
+        totals, listed = assemble_run_outputs(out_dir, stems + earlier, class_names)
     except OSError as exc:
         _raise_write_error(exc, out_dir)
     rate = (len(todo) - len(failed)) / elapsed * 3600 if todo and elapsed > 0 else 0
     cells = ", ".join(f"{n} {k}" for k, n in totals.items() if n)
-    return (f"{len(jobs) - len(failed)} images, {sum(totals.values())} cells ({cells or 'none'})"
+    before = f", {listed - len(jobs) + len(failed)} of them from earlier runs" if earlier else ""
+    return (f"{listed} images{before}, {sum(totals.values())} cells ({cells or 'none'})"
             f" -> {out_dir}/ ({rate:.0f} images/hour)")
 
 
 def assemble_run_outputs(out_dir, stems, class_names):
-    """Rebuild detections.json (COCO results) and counts.csv from the records of `stems`."""
+    """Rebuild detections.json (COCO results) and counts.csv from the records of `stems`;
+    returns (cells per class, number of images with a record)."""
     results, rows = [], []
     totals = dict.fromkeys(class_names, 0)
     for image_id, stem in enumerate(stems):
@@ -192,21 +212,11 @@ def assemble_run_outputs(out_dir, stems, class_names):
         for c in class_names:
             totals[c] += counts[c]
     write_json(os.path.join(out_dir, "detections.json"), results)
-    tmp = os.path.join(out_dir, "counts.csv.tmp")
-    try:
-        with open(tmp, "w", newline="") as f:
-            out = csv.writer(f)
-            out.writerow(["image", "cells"] + class_names + [f"{c} %" for c in class_names])
-            out.writerows(rows)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, os.path.join(out_dir, "counts.csv"))
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    fsync_folder(out_dir)
-    return totals
+    with replacing(os.path.join(out_dir, "counts.csv"), newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["image", "cells"] + class_names + [f"{c} %" for c in class_names])
+        out.writerows(rows)
+    return totals, len(rows)
 
 
 def evaluate_dataset(model, dataset, out_dir, class_names, min_confidence, meta,

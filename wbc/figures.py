@@ -26,6 +26,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
+from mrcnn.durable import replacing
+
 __all__ = ["CLASS_COLOURS", "draw_overlay", "label_image", "save_png", "legend_strip"]
 
 # Okabe & Ito (2008), "Color Universal Design". Basophils are dark purple, so they get the
@@ -365,40 +367,14 @@ def save_png(array, path):
 
     array: uint8 [H,W] (grey), uint8 [H,W,3] (RGB), uint8 [H,W,4] (RGBA), uint16 [H,W]
     (16-bit grey, e.g. a label image) or bool [H,W] (written as 0/255 grey).
-    The file is written to a temporary name in the same folder (created if needed) and
-    moved over ``path`` with os.replace, so readers never see a half-written file.
-    Returns ``path``.
+    The folder is created if needed; the file is written with mrcnn.durable.replacing, so
+    readers never see a half-written file. Returns ``path``.
     """
     img = _pil_image(array)
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    base = os.path.basename(path)
-    tmp = None
-    for attempt in range(100):
-        candidate = os.path.join(folder, ".%s.%d.%d.tmp" % (base, os.getpid(), attempt))
-        try:
-            # 0o666 filtered by the umask, like an ordinary open(path, "wb").
-            fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        except FileExistsError:
-            continue
-        tmp = candidate
-        break
-    if tmp is None:
-        raise OSError("%s: could not create a temporary file next to it" % path)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            img.save(f, format="PNG")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        tmp = None
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with replacing(path, "wb") as f:
+        img.save(f, format="PNG")
     return path
 
 

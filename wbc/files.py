@@ -11,29 +11,20 @@ import json
 import os
 import shutil
 
-from mrcnn.durable import fsync_folder
+from mrcnn.durable import fsync_folder, replacing
 
-# Temporary names used by the writers: "<name>.tmp" (JSON, CSV), ".tmp-*.h5" (weights),
-# ".<name>.tmp-*" (curves) and ".<name>.<pid>.<n>.tmp" (PNG files).
+# Temporary names used by the writers: ".<name>.tmp-<pid>-<n>" (mrcnn.durable.replacing:
+# JSON, CSV, PNG), ".tmp-*.h5" (weights); "<name>.tmp" for JSON and CSV files written by
+# earlier versions, whose leftovers a run of this one still removes.
 _PLAIN_TMP_TARGETS = ("losses.csv", "config.json", "detections.json", "counts.csv")
 _DISK_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 
 
 def write_json(path, data, indent=None):
-    """Write data as JSON atomically (temporary file, fsync, rename); non-JSON values as str.
-    On any failure the temporary file is removed and a file already at `path` is unchanged."""
-    tmp = os.fspath(path) + ".tmp"
-    try:
-        with open(tmp, "w") as f:
-            json.dump(data, f, indent=indent, default=str)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    fsync_folder(os.path.dirname(os.path.abspath(path)))
+    """Write data as JSON atomically (mrcnn.durable.replacing); non-JSON values as str.
+    On any failure a file already at `path` is unchanged."""
+    with replacing(path) as f:
+        json.dump(data, f, indent=indent, default=str)
 
 
 def read_json(path):

@@ -16,7 +16,6 @@ import math
 import os
 import platform
 import shutil
-import tempfile
 
 import numpy as np
 import matplotlib
@@ -26,6 +25,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from mrcnn.durable import fsync_folder, replacing, temporary_names  # noqa: E402
 from wbc.errors import UserError  # noqa: E402
 from wbc.evaluate import SCHEMA, _jsonable, evaluate, load_coco_results  # noqa: E402
 
@@ -46,7 +46,8 @@ FIGSIZES = {
 }
 #: (width, height) in pixels of every PNG written here
 PNG_SIZES = {name: (int(round(w * DPI)), int(round(h * DPI))) for name, (w, h) in FIGSIZES.items()}
-REPORT_FILES = ("confusion.png", "pr_curves.png", "worst.png", "metrics.json", "report.md")
+# metrics.json last: a folder holding it holds the rest of the same report.
+REPORT_FILES = ("confusion.png", "pr_curves.png", "worst.png", "report.md", "metrics.json")
 WORST_N = 4          # images in worst.png
 GREY = 128
 # colours per class (1..K), then cycling
@@ -498,13 +499,25 @@ def _report_md(doc, worst):
     return "\n".join(out)
 
 
+def _new_folder_beside(path):
+    """Create and return a new hidden folder beside path (mrcnn.durable.temporary_names),
+    with the permissions of an ordinary os.mkdir (tempfile.mkdtemp's are 0o700)."""
+    for folder in temporary_names(path):
+        try:
+            os.mkdir(folder)
+            return folder
+        except FileExistsError:
+            continue
+
+
 def write_report(metrics, gts, preds, class_names, out_dir, meta=None):
     """Write metrics.json, report.md, confusion.png, pr_curves.png and worst.png into
     out_dir and return the one-line summary.
 
-    Everything is built in a temporary folder beside out_dir and then moved in with
-    os.replace, so a failure leaves out_dir as it was (files of an earlier run stay until
-    replaced). meta: {"model", "dataset", "subset", ...} recorded in metrics.json.
+    Everything is built in a temporary folder beside out_dir, so a failure leaves out_dir
+    as it was. A new out_dir is that folder renamed (the report appears whole); into an
+    existing one the files move one by one with os.replace, metrics.json last. meta:
+    {"model", "dataset", "subset", ...} recorded in metrics.json.
     """
     meta = dict(meta or {})
     out_dir = os.path.abspath(os.fspath(out_dir))
@@ -524,7 +537,7 @@ def write_report(metrics, gts, preds, class_names, out_dir, meta=None):
            "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
            "versions": _versions(), "meta": meta, "summary": summary}
     doc.update({k: v for k, v in metrics.items() if k not in doc or k == "schema"})
-    tmp = tempfile.mkdtemp(prefix=".{}.tmp-".format(os.path.basename(out_dir)), dir=parent)
+    tmp = _new_folder_beside(out_dir)
     try:
         _plot_confusion(metrics, os.path.join(tmp, "confusion.png"))
         _plot_pr_curves(metrics, os.path.join(tmp, "pr_curves.png"))
@@ -535,9 +548,16 @@ def write_report(metrics, gts, preds, class_names, out_dir, meta=None):
         text = json.dumps(doc, indent=1, allow_nan=False)
         _write_text(os.path.join(tmp, "metrics.json"), text + "\n")
         _write_text(os.path.join(tmp, "report.md"), _report_md(doc, worst))
-        os.makedirs(out_dir, exist_ok=True)
-        for name in REPORT_FILES:
-            os.replace(os.path.join(tmp, name), os.path.join(out_dir, name))
+        fsync_folder(tmp)
+        try:
+            os.rename(tmp, out_dir)     # fails if out_dir exists (and is not empty)
+        except OSError:
+            if not os.path.isdir(out_dir):
+                raise
+            for name in REPORT_FILES:
+                os.replace(os.path.join(tmp, name), os.path.join(out_dir, name))
+            fsync_folder(out_dir)
+        fsync_folder(parent)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return summary
@@ -644,15 +664,7 @@ def plot_loss_curves(csv_path, png_path):
         title += ", {:.1f} h of training".format(np.nansum(data["seconds"]) / 3600.0)
     fig.suptitle(title, fontsize=12)
     png_path = os.fspath(png_path)
-    folder = os.path.dirname(os.path.abspath(png_path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".{}.tmp-".format(os.path.basename(png_path)),
-                               dir=folder)
-    os.close(fd)
-    try:
-        _save_figure(fig, tmp)
-        os.replace(tmp, png_path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    os.makedirs(os.path.dirname(os.path.abspath(png_path)), exist_ok=True)
+    with replacing(png_path, "wb") as f:
+        fig.savefig(f, format="png", dpi=DPI)
     return png_path
