@@ -31,7 +31,7 @@ def temporary_names(path):
     return (os.path.join(folder, f".{base}.tmp-{os.getpid()}-{n}") for n in itertools.count())
 
 
-def _create_temporary(path):
+def create_temporary(path):
     """(fd, name) of a new file beside path, created like open(path, "w") would be (mode
     0o666 filtered by the umask, unlike tempfile's 0o600)."""
     for tmp in temporary_names(path):
@@ -49,7 +49,7 @@ def replacing(path, mode="w", **open_args):
     A clean exit flushes and fsyncs it, renames it to path (os.replace) and fsyncs the
     folder; an exception removes it and leaves path as it was."""
     path = os.fspath(path)
-    fd, tmp = _create_temporary(path)
+    fd, tmp = create_temporary(path)
     try:
         with os.fdopen(fd, mode, **open_args) as f:
             yield f

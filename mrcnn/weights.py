@@ -17,13 +17,12 @@ import errno
 import json
 import os
 import shutil
-import tempfile
 
 import h5py
 import keras
 import numpy as np
 
-from mrcnn.durable import fsync_folder
+from mrcnn.durable import create_temporary, fsync_folder
 
 # Order of a layer's tensors in the file (Keras 2: trainable then non-trainable).
 _WEIGHT_ORDER = ["kernel", "bias", "gamma", "beta", "moving_mean", "moving_variance"]
@@ -246,7 +245,7 @@ def save_weights(keras_model, path, settings=None):
                  for _, v in pairs)
     tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".h5", dir=folder)
+        fd, tmp = create_temporary(path)     # h5py re-creates it; permissions as open()'s
         os.close(fd)
         weighted = dict(model_weight_map(keras_model))
         with h5py.File(tmp, "w") as f:

@@ -97,7 +97,7 @@ def kill_at(child, mode, rng, logs, first_checkpoint_s):
         delay = rng.uniform(0, 1.5 * first_checkpoint_s)
         wait_until(lambda: time.time() - child.started >= delay, child, interval=0.01)
     elif mode == "mid-save":         # while a checkpoint's temporary file is being written
-        wait_until(lambda: any(n.startswith(".tmp-") for n in listing()), child)
+        wait_until(lambda: any(".h5.tmp-" in n for n in listing()), child)
         time.sleep(rng.uniform(0, 0.05))
     elif mode == "after-save":       # losses.csv, curves.png, events, or the next step
         before = {n for n in listing() if CHECKPOINT.fullmatch(n)}
@@ -133,7 +133,7 @@ def check_resume(child, expected, temps):
     training = child.line("Training layers ")
     assert f"at learning rate {LR} from epoch {epoch} to" in training, training
     for path in temps:
-        assert not os.path.exists(path) or not os.path.basename(path).startswith(".tmp-"), path
+        assert not os.path.exists(path) or ".h5.tmp-" not in os.path.basename(path), path
     if temps:
         removed = child.line("Removed ")
         assert removed and all(os.path.basename(p) in removed for p in temps), (removed, temps)

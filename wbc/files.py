@@ -14,8 +14,8 @@ import shutil
 from mrcnn.durable import fsync_folder, replacing
 
 # Temporary names used by the writers: ".<name>.tmp-<pid>-<n>" (mrcnn.durable.replacing:
-# JSON, CSV, PNG), ".tmp-*.h5" (weights); "<name>.tmp" for JSON and CSV files written by
-# earlier versions, whose leftovers a run of this one still removes.
+# JSON, CSV, PNG; weights); ".tmp-*.h5" (weights) and "<name>.tmp" (JSON, CSV) from earlier
+# versions, whose leftovers a run of this one still removes.
 _PLAIN_TMP_TARGETS = ("losses.csv", "config.json", "detections.json", "counts.csv")
 _DISK_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 
