@@ -228,6 +228,10 @@ def resolve_weights(model, spec, logs, for_training):
             model.load_weights(COCO_WEIGHTS_PATH, by_name=True, exclude=COCO_EXCLUDE)
             return f"COCO ({COCO_WEIGHTS_PATH}, class layers re-initialised)"
         if spec == "imagenet":
+            if not for_training:
+                raise UserError("--weights=imagenet: ImageNet weights hold a backbone only, "
+                                "no detector; use the weights of a WBC training run "
+                                "(--weights=last or a .h5 path)")
             try:
                 path = model.get_imagenet_weights()
             except RuntimeError as exc:

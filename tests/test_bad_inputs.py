@@ -659,6 +659,8 @@ def flag_cases(top, data):
         ("min-confidence-1.5", ["detect", f"--image={image}", "--min-confidence=1.5"],
          ["at most 1"]),
         ("threads-zero", ["detect", f"--image={image}", "--threads=0"], ["at least 1"]),
+        ("detect-with-imagenet", ["detect", f"--image={image}", "--weights=imagenet",
+                                  f"--out={top / 'out'}"], ["ImageNet", "no detector"]),
         ("image-and-images", ["detect", f"--image={image}", f"--images={top}"],
          ["exactly one"]),
         ("neither-image-nor-images", ["detect"], ["exactly one"]),
