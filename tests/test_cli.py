@@ -265,6 +265,8 @@ def test_train_resume_detect_evaluate(tmp_path, synth_data):
     assert result.returncode == 0, result.stdout + result.stderr
     metrics = json.loads((report / "metrics.json").read_text())
     assert metrics["subset"] == "val"
+    classes = {d.name for d in images.iterdir()}        # images named with their class folder
+    assert all(im["file_name"].split("/")[0] in classes for im in metrics["per_image"])
     for name in ["report.md", "confusion.png", "pr_curves.png", "worst.png"]:
         assert (report / name).is_file(), name
     rescored = run("evaluate", f"--dataset={synth_data}", f"--results={out / 'detections.json'}",

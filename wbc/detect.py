@@ -223,16 +223,12 @@ def evaluate_dataset(model, dataset, out_dir, class_names, min_confidence, meta,
                      results_path=None, progress=True):
     """Score a model's detections (or a results JSON) on a WBCDataset; returns the summary."""
     from tqdm import tqdm
-    from wbc.evaluate import evaluate, load_coco_results
+    from wbc.evaluate import evaluate, gts_from_dataset, load_coco_results
     from wbc.report import write_report
-    gts = []
-    for image_id in tqdm(dataset.image_ids, desc="ground truth", unit="image",
-                         disable=not progress, file=sys.stderr):
-        info = dataset.image_info[image_id]
-        masks, class_ids = dataset.load_mask(image_id)
-        gts.append({"image_id": int(image_id), "file_name": os.path.basename(info["path"]),
-                    "height": masks.shape[0], "width": masks.shape[1], "masks": masks,
-                    "class_ids": class_ids, "path": info["path"]})
+    # file_name "<Class>/<file>": LISC numbers its images per class folder (Neutrophil/1.bmp,
+    # Basophil/1.bmp), so a bare file name would not say which image a report line means.
+    gts = gts_from_dataset(dataset, tqdm(dataset.image_ids, desc="ground truth", unit="image",
+                                         disable=not progress, file=sys.stderr))
     if results_path:
         preds = load_coco_results(results_path, gts)
     else:
