@@ -25,7 +25,7 @@ import time
 from mrcnn.config import COLOR_NORMALIZATIONS, Config
 from wbc.dataset import CLASS_NAMES, WBCDataset  # noqa: F401  (part of WBC.py's API)
 from wbc.errors import UserError
-from wbc.files import (is_disk_full, read_json, remove_stale_temp_files,
+from wbc.files import (is_disk_full, is_temp_name, read_json, remove_stale_temp_files,
                        write_error_message, write_json)
 from wbc.tta import VIEWS, MergedModel
 
@@ -212,11 +212,13 @@ def resolve_weights(model, spec, logs, for_training):
     from mrcnn.weights import WeightsFileError
     if spec == "none":
         return "random initialisation"
+    if spec in ("coco", "imagenet") and not for_training:
+        what = {"coco": "COCO weights know no white cells",
+                "imagenet": "ImageNet weights hold a backbone only, no detector"}[spec]
+        raise UserError(f"--weights={spec}: {what}; use the weights of a WBC training run "
+                        "(--weights=last or a .h5 path)")
     try:
         if spec == "coco":
-            if not for_training:
-                raise UserError("--weights=coco: COCO weights know no white cells; use the "
-                                "weights of a WBC training run (--weights=last or a .h5 path)")
             if not os.path.isfile(COCO_WEIGHTS_PATH):
                 print(f"Downloading Matterport's COCO weights to {COCO_WEIGHTS_PATH} ...")
                 try:
@@ -228,10 +230,6 @@ def resolve_weights(model, spec, logs, for_training):
             model.load_weights(COCO_WEIGHTS_PATH, by_name=True, exclude=COCO_EXCLUDE)
             return f"COCO ({COCO_WEIGHTS_PATH}, class layers re-initialised)"
         if spec == "imagenet":
-            if not for_training:
-                raise UserError("--weights=imagenet: ImageNet weights hold a backbone only, "
-                                "no detector; use the weights of a WBC training run "
-                                "(--weights=last or a .h5 path)")
             try:
                 path = model.get_imagenet_weights()
             except RuntimeError as exc:
@@ -884,7 +882,10 @@ def main(argv=None):
             print(f"error: {write_error_message(exc, args.command, os.getcwd())}. Free some "
                   "disk space and run the command again", file=sys.stderr)
         elif getattr(exc, "filename", None):    # a file or folder that cannot be made or read
-            print(f"error: {exc.filename}: {exc.strerror or exc}. Check the path and its "
+            where = os.fspath(exc.filename)
+            if is_temp_name(os.path.basename(where)):   # ours, beside the output asked for
+                where = os.path.dirname(where) or "."
+            print(f"error: {where}: {exc.strerror or exc}. Check the path and its "
                   "permissions", file=sys.stderr)
         else:
             raise

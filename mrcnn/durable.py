@@ -41,6 +41,17 @@ def create_temporary(path):
             continue
 
 
+def create_temporary_folder(path):
+    """A new folder beside path (its name from temporary_names), with the permissions of an
+    ordinary os.mkdir (tempfile.mkdtemp's are 0o700)."""
+    for folder in temporary_names(path):
+        try:
+            os.mkdir(folder)
+            return folder
+        except FileExistsError:
+            continue
+
+
 @contextlib.contextmanager
 def replacing(path, mode="w", **open_args):
     """`with replacing(path) as f: f.write(...)` writes path whole or not at all.

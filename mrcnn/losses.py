@@ -57,7 +57,8 @@ def mrcnn_class_loss_graph(target_class_ids, pred_class_logits, active_class_ids
     ce = tf.nn.softmax_cross_entropy_with_logits(labels=labels, logits=pred_class_logits)
     if focal_gamma:
         p_target = tf.reduce_sum(one_hot * tf.nn.softmax(pred_class_logits), axis=-1)
-        ce = ce * tf.pow(1.0 - p_target, focal_gamma)
+        # floored: d/dp (1 - p)^g is infinite at p = 1 for g < 1, and 0 * inf is NaN
+        ce = ce * tf.pow(tf.maximum(1.0 - p_target, 1e-12), focal_gamma)
     return tf.math.divide_no_nan(tf.reduce_sum(ce * pred_active), tf.reduce_sum(pred_active))
 
 

@@ -311,7 +311,7 @@ class MaskRCNN:
         self._unclaimed_new_run = not m
         if m:
             self._name_run(datetime.datetime(*(int(g) for g in m.groups()[:5])),
-                           folder=os.path.dirname(os.fspath(model_path)))
+                           folder=os.path.dirname(os.path.abspath(os.fspath(model_path))))
             self.epoch = int(m.group(6))
             self.last_checkpoint = os.fspath(model_path)
             logger.info("Re-starting from epoch %d", self.epoch)

@@ -455,6 +455,29 @@ def check_detect_outputs(out, files):
     assert not leftovers, leftovers
 
 
+def test_detect_lists_every_image_of_its_folder_once(tmp_path):
+    """Images added by a later run are listed with the earlier ones; an image whose output
+    name changes (a.png, then a.bmp beside it: 'a' becomes 'a_png') is listed once."""
+    import wbc.detect
+    from wbc.dataset import CLASS_NAMES
+    first, second = (str(tmp_path / d) for d in ("day1", "day2"))
+    done = smear_folder(first, 2)
+    out = str(tmp_path / "out")
+    wbc.detect.detect_files(FakeModel(), done, out, CLASS_NAMES, progress=False)
+    added = smear_folder(second, 1)[0].replace("s00", "t00")
+    os.rename(smear_folder(second, 1)[0], added)
+    summary = wbc.detect.detect_files(FakeModel(), [added], out, CLASS_NAMES, progress=False)
+    assert summary.startswith("3 images, 2 of them from earlier runs, 3 cells"), summary
+    twin = done[0][:-len(".png")] + ".bmp"
+    Image.open(done[0]).save(twin)
+    summary = wbc.detect.detect_files(FakeModel(), done + [twin], out, CLASS_NAMES,
+                                      progress=False)
+    assert summary.startswith("4 images, 1 of them from earlier runs, 4 cells"), summary
+    with open(os.path.join(out, "counts.csv"), newline="") as f:
+        listed = sorted(r["image"] for r in csv.DictReader(f))
+    assert listed == ["s00.bmp", "s00.png", "s01.png", "t00.png"]
+
+
 def test_detect_killed_then_rerun_skips_done_and_redoes_half_done(tmp_path, trained):
     from wbc.synth import generate
     generate(str(tmp_path / "gen"), images=30, size=128, seed=9, val_fraction=0, progress=False)

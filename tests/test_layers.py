@@ -244,8 +244,16 @@ def test_mrcnn_class_loss_focal_gamma_weighs_each_roi_by_its_doubt():
     expected = (-np.log(p_target) * (1 - p_target) ** g).mean()
     assert losses.mrcnn_class_loss_graph(target, logits, active, 0.0, g).numpy() == pytest.approx(
         expected, rel=1e-5)
-    per_roi = -np.log(p_target) * (1 - p_target) ** g
-    assert per_roi[0] < 0.01 * per_roi[2]        # the sure right answer hardly counts
+    plain = losses.mrcnn_class_loss_graph(target, logits, active).numpy()
+    assert expected < plain
+    sure_right = (target[:, :1], logits[:, :1], active)        # hardly counts any more
+    assert losses.mrcnn_class_loss_graph(*sure_right, 0.0, g).numpy() < \
+        0.01 * losses.mrcnn_class_loss_graph(*sure_right).numpy()
+    sure = f32([[[0, 40, 0]]])                   # p = 1 in float32: finite loss and gradient
+    with tf.GradientTape() as tape:
+        tape.watch(sure)
+        value = losses.mrcnn_class_loss_graph(tf.constant([[1]]), sure, active, 0.0, 0.5)
+    assert np.isfinite(value.numpy()) and np.isfinite(tape.gradient(value, sure).numpy()).all()
 
 
 def test_mrcnn_bbox_loss_picks_the_target_class_deltas_of_positive_rois():

@@ -282,7 +282,8 @@ def test_save_then_load_gives_identical_detections_and_matterport_layout(tmp_pat
     finally:
         inference_model.checkpoint_settings = None
     assert read_settings(tmp_path / "with_settings.h5") == {"LAYERS": "heads"}
-    assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp")]
+    from wbc.files import is_temp_name
+    assert not [f for f in os.listdir(tmp_path) if is_temp_name(f)]
     other = modellib.MaskRCNN("inference", TinyConfig(), str(tmp_path / "logs"))
     other.load_weights(path, by_name=False)
     image = np.random.default_rng(1).integers(0, 255, (128, 128, 3)).astype(np.uint8)
@@ -349,6 +350,13 @@ def test_a_new_run_never_writes_into_an_existing_run_folder(tmp_path):
     model.set_log_dir(copy)
     assert model.log_dir == str(elsewhere) and model.epoch == 7
     assert model.checkpoint_path.startswith(str(elsewhere) + os.sep)
+    cwd = os.getcwd()
+    try:
+        os.chdir(elsewhere)                              # a bare file name, run from its folder
+        model.set_log_dir("mask_rcnn_tiny_0007.h5")
+    finally:
+        os.chdir(cwd)
+    assert model.log_dir == str(elsewhere)
 
 
 def test_find_last_errors(tmp_path, inference_model):

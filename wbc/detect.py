@@ -87,7 +87,7 @@ def plan_jobs(files, out_dir):
         record = read_record(out_dir, stem)
         if record is None:
             todo.append((path, stem))
-        elif os.path.abspath(record.get("file", path)) != os.path.abspath(path):
+        elif os.path.realpath(record.get("file", path)) != os.path.realpath(path):
             raise UserError(f"--out={out_dir}: holds the results of {record['file']} as "
                             f"'{stem}', the name {path} would take. Give another --out for "
                             "these images, or rename the file")
@@ -101,6 +101,20 @@ def recorded_stems(out_dir):
     except OSError:
         return []
     return sorted(n[:-len(".json")] for n in names if n.endswith(".json"))
+
+
+def earlier_records(out_dir, jobs):
+    """Stems of the readable records in out_dir of files that are not among `jobs` (path,
+    stem): images earlier runs added. A job's file recorded under another stem (a.png done as
+    'a' before a.bmp came and made it 'a_png') is not an earlier image."""
+    current_stems = {stem for _, stem in jobs}
+    current_files = {os.path.realpath(path) for path, _ in jobs}
+    earlier = []
+    for stem in recorded_stems(out_dir):
+        record = None if stem in current_stems else read_record(out_dir, stem)
+        if record is not None and os.path.realpath(record.get("file", "")) not in current_files:
+            earlier.append(stem)
+    return earlier
 
 
 MODEL_RECORD = ".model.json"
@@ -182,14 +196,14 @@ def detect_files(model, files, out_dir, class_names, progress=True, model_descri
     if len(failed) > 5:
         print(f"warning: {len(failed) - 5} more unreadable images skipped", file=sys.stderr)
     stems = [s for _, s in jobs]
-    earlier = [s for s in recorded_stems(out_dir) if s not in set(stems)]
+    earlier = earlier_records(out_dir, jobs)
     try:
         totals, listed = assemble_run_outputs(out_dir, stems + earlier, class_names)
     except OSError as exc:
         _raise_write_error(exc, out_dir)
     rate = (len(todo) - len(failed)) / elapsed * 3600 if todo and elapsed > 0 else 0
     cells = ", ".join(f"{n} {k}" for k, n in totals.items() if n)
-    before = f", {listed - len(jobs) + len(failed)} of them from earlier runs" if earlier else ""
+    before = f", {len(earlier)} of them from earlier runs" if earlier else ""
     return (f"{listed} images{before}, {sum(totals.values())} cells ({cells or 'none'})"
             f" -> {out_dir}/ ({rate:.0f} images/hour)")
 

@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 
-from mrcnn.durable import fsync_folder, replacing
+from mrcnn.durable import replacing
 
 # Temporary names used by the writers: ".<name>.tmp-<pid>-<n>" (mrcnn.durable.replacing:
 # JSON, CSV, PNG; weights); ".tmp-*.h5" (weights) and "<name>.tmp" (JSON, CSV) from earlier

@@ -25,7 +25,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from mrcnn.durable import fsync_folder, replacing, temporary_names  # noqa: E402
+from mrcnn.durable import create_temporary_folder, fsync_folder, replacing  # noqa: E402
 from wbc.errors import UserError  # noqa: E402
 from wbc.evaluate import SCHEMA, _jsonable, evaluate, load_coco_results  # noqa: E402
 
@@ -46,7 +46,7 @@ FIGSIZES = {
 }
 #: (width, height) in pixels of every PNG written here
 PNG_SIZES = {name: (int(round(w * DPI)), int(round(h * DPI))) for name, (w, h) in FIGSIZES.items()}
-# metrics.json last: a folder holding it holds the rest of the same report.
+# metrics.json last: moved into an existing report folder, it comes after the rest.
 REPORT_FILES = ("confusion.png", "pr_curves.png", "worst.png", "report.md", "metrics.json")
 WORST_N = 4          # images in worst.png
 GREY = 128
@@ -499,17 +499,6 @@ def _report_md(doc, worst):
     return "\n".join(out)
 
 
-def _new_folder_beside(path):
-    """Create and return a new hidden folder beside path (mrcnn.durable.temporary_names),
-    with the permissions of an ordinary os.mkdir (tempfile.mkdtemp's are 0o700)."""
-    for folder in temporary_names(path):
-        try:
-            os.mkdir(folder)
-            return folder
-        except FileExistsError:
-            continue
-
-
 def write_report(metrics, gts, preds, class_names, out_dir, meta=None):
     """Write metrics.json, report.md, confusion.png, pr_curves.png and worst.png into
     out_dir and return the one-line summary.
@@ -537,7 +526,7 @@ def write_report(metrics, gts, preds, class_names, out_dir, meta=None):
            "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
            "versions": _versions(), "meta": meta, "summary": summary}
     doc.update({k: v for k, v in metrics.items() if k not in doc or k == "schema"})
-    tmp = _new_folder_beside(out_dir)
+    tmp = create_temporary_folder(out_dir)
     try:
         _plot_confusion(metrics, os.path.join(tmp, "confusion.png"))
         _plot_pr_curves(metrics, os.path.join(tmp, "pr_curves.png"))
