@@ -464,8 +464,9 @@ def test_detect_lists_every_image_of_its_folder_once(tmp_path):
     done = smear_folder(first, 2)
     out = str(tmp_path / "out")
     wbc.detect.detect_files(FakeModel(), done, out, CLASS_NAMES, progress=False)
-    added = smear_folder(second, 1)[0].replace("s00", "t00")
-    os.rename(smear_folder(second, 1)[0], added)
+    (made,) = smear_folder(second, 1)
+    added = made.replace("s00", "t00")
+    os.rename(made, added)
     summary = wbc.detect.detect_files(FakeModel(), [added], out, CLASS_NAMES, progress=False)
     assert summary.startswith("3 images, 2 of them from earlier runs, 3 cells"), summary
     twin = done[0][:-len(".png")] + ".bmp"

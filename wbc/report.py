@@ -126,17 +126,14 @@ def _new_figure(name):
 
 
 def _save_figure(fig, path):
-    with open(path, "wb") as f:
+    """fig as a PNG at path, written whole (mrcnn.durable.replacing)."""
+    with replacing(path, "wb") as f:
         fig.savefig(f, format="png", dpi=DPI)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def _write_text(path, text):
-    with open(path, "w", encoding="utf-8", newline="\n") as f:
+    with replacing(path, encoding="utf-8", newline="\n") as f:
         f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def _plot_confusion(metrics, path):
@@ -537,7 +534,6 @@ def write_report(metrics, gts, preds, class_names, out_dir, meta=None):
         text = json.dumps(doc, indent=1, allow_nan=False)
         _write_text(os.path.join(tmp, "metrics.json"), text + "\n")
         _write_text(os.path.join(tmp, "report.md"), _report_md(doc, worst))
-        fsync_folder(tmp)
         try:
             os.rename(tmp, out_dir)     # fails if out_dir exists (and is not empty)
         except OSError:
@@ -654,6 +650,5 @@ def plot_loss_curves(csv_path, png_path):
     fig.suptitle(title, fontsize=12)
     png_path = os.fspath(png_path)
     os.makedirs(os.path.dirname(os.path.abspath(png_path)), exist_ok=True)
-    with replacing(png_path, "wb") as f:
-        fig.savefig(f, format="png", dpi=DPI)
+    _save_figure(fig, png_path)
     return png_path
