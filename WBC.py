@@ -518,6 +518,13 @@ def detection_threshold(min_confidence, stored):
     return stored.get("DETECTION_MIN_CONFIDENCE", WBCConfig.DETECTION_MIN_CONFIDENCE)
 
 
+def score_floor(min_confidence=None):
+    """The score down to which detections are kept where something ranks or merges them (AP
+    in evaluate, the members of an ensemble or of --tta): EVAL_MIN_SCORE, or min_confidence
+    if that is lower."""
+    return EVAL_MIN_SCORE if min_confidence is None else min(EVAL_MIN_SCORE, min_confidence)
+
+
 def weights_list(spec):
     """--weights=A[,B...] -> ["A", "B", ...]: one weights spec, or several (an ensemble) of
     last|PATH. A path that exists as given is one spec, commas and all."""
@@ -551,10 +558,7 @@ def inference_model(weights, logs, min_confidence=None, image_size=None, precisi
     quiet_tensorflow()
     from mrcnn import model as modellib
     merged = tta or len(specs) > 1
-    member_confidence = min_confidence
-    if merged:   # members report low scores too; a lower asked threshold is honoured
-        member_confidence = (EVAL_MIN_SCORE if min_confidence is None
-                             else min(EVAL_MIN_SCORE, min_confidence))
+    member_confidence = score_floor(min_confidence) if merged else min_confidence
     stored = [weights_config(spec, logs) for spec in specs]
     models, sources = [], []
     for spec, saved in zip(specs, stored):
@@ -660,7 +664,7 @@ def cmd_evaluate(args):
     set_threads(args.threads)
     # Detections down to a low score, so that AP sees the whole precision-recall curve;
     # precision, recall, F1, confusion and counts use `confidence`.
-    model, sources = inference_model(weights, args.logs, min(EVAL_MIN_SCORE, confidence),
+    model, sources = inference_model(weights, args.logs, score_floor(confidence),
                                      precision=args.precision, tta=args.tta)
     meta["model"] = ", ".join(sources)
     meta["ensemble"] = len(sources)
@@ -862,8 +866,23 @@ def build_parser():
     return parser
 
 
+def options_before_command(argv, commands):
+    """None, or (first misplaced option, argv reordered with the command first) when options
+    precede the command name (`WBC.py --dataset=WBC train`): argparse would take them for
+    unknown arguments and then complain that the command lacks them."""
+    first = next((i for i, arg in enumerate(argv) if arg in commands), None)
+    if not first or argv[0] in ("-h", "--help"):
+        return None
+    return argv[0], argv[first], *argv[:first], *argv[first + 1:]
+
+
 def main(argv=None):
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    misplaced = options_before_command(argv, parser.commands)
+    if misplaced:
+        parser.error(f"{misplaced[0]} goes after the command: python3 WBC.py "
+                     f"{' '.join(misplaced[1:])}")
     args, unknown = parser.parse_known_args(argv)
     if unknown:     # reported by the command's parser, so the hint names its --help
         parser.commands.get(args.command, parser).error(

@@ -6,6 +6,7 @@ Temporary names are ".<target name>.tmp-<pid>-<n>": hidden, and recognisable as 
 of a killed process by the next run in the same folder.
 """
 import contextlib
+import errno
 import itertools
 import os
 
@@ -53,12 +54,9 @@ def create_temporary_folder(path):
 
 
 @contextlib.contextmanager
-def replacing(path, mode="w", **open_args):
-    """`with replacing(path) as f: f.write(...)` writes path whole or not at all.
-
-    Yields a file object (open(..., mode, **open_args)) on a new temporary file beside path.
-    A clean exit flushes and fsyncs it, renames it to path (os.replace) and fsyncs the
-    folder; an exception removes it and leaves path as it was."""
+def _written_then(path, commit, mode, open_args):
+    """Yield a file object on a new temporary file beside path; on a clean exit flush and
+    fsync it, commit(temporary, path), fsync the folder; on an exception remove it."""
     path = os.fspath(path)
     fd, tmp = create_temporary(path)
     try:
@@ -66,9 +64,41 @@ def replacing(path, mode="w", **open_args):
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        commit(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.remove(tmp)
         raise
     fsync_folder(os.path.dirname(os.path.abspath(path)))
+
+
+def replacing(path, mode="w", **open_args):
+    """`with replacing(path) as f: f.write(...)` writes path whole or not at all.
+
+    Yields a file object (open(..., mode, **open_args)) on a new temporary file beside path.
+    A clean exit flushes and fsyncs it, renames it to path (os.replace) and fsyncs the
+    folder; an exception removes it and leaves path as it was."""
+    return _written_then(path, os.replace, mode, open_args)
+
+
+def creating(path, mode="w", **open_args):
+    """`with creating(path) as f: f.write(...)` writes a new file path whole or not at all,
+    and never replaces one: if path exists when the writing is done, FileExistsError is
+    raised and the file there is left as it was. Otherwise as `replacing`."""
+    return _written_then(path, _move_unless_present, mode, open_args)
+
+
+def _move_unless_present(tmp, path):
+    """Rename tmp to path, or FileExistsError if path exists: a hard link (atomic, fails on
+    an existing name) where the file system has them, else a check then a rename."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError:                      # no hard links here (FAT, some network shares)
+        if os.path.lexists(path):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), path) from None
+        os.rename(tmp, path)
+        return
+    with contextlib.suppress(OSError):
+        os.remove(tmp)

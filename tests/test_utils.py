@@ -620,3 +620,22 @@ def test_replacing_writes_whole_or_not_at_all(tmp_path):
             raise RuntimeError("killed mid-write")
     assert target.read_text() == "first\n"
     assert sorted(os.listdir(tmp_path)) == ["counts.csv", "plain"]       # no temp left
+
+
+@pytest.mark.parametrize("hard_links", [True, False])
+def test_creating_never_replaces_a_file(tmp_path, monkeypatch, hard_links):
+    import os
+    from mrcnn.durable import creating
+    if not hard_links:                        # a file system without them (FAT, some shares)
+        def no_link(*args):
+            raise OSError(1, "Operation not permitted")
+        monkeypatch.setattr(os, "link", no_link)
+    target = tmp_path / "1.png"
+    with creating(target, "wb") as f:
+        f.write(b"first")
+    assert target.read_bytes() == b"first"
+    with pytest.raises(FileExistsError):
+        with creating(target, "wb") as f:
+            f.write(b"second")
+    assert target.read_bytes() == b"first"
+    assert os.listdir(tmp_path) == ["1.png"]                              # no temp left

@@ -104,7 +104,7 @@ def recorded_stems(out_dir):
 
 
 def earlier_records(out_dir, jobs):
-    """Stems of the readable records in out_dir of files that are not among `jobs` (path,
+    """The readable records in out_dir (by stem) of files that are not among `jobs` (path,
     stem): images earlier runs added. A job's file recorded under another stem (a.png done as
     'a' before a.bmp came and made it 'a_png') is not an earlier image."""
     current_stems = {stem for _, stem in jobs}
@@ -113,7 +113,7 @@ def earlier_records(out_dir, jobs):
     for stem in recorded_stems(out_dir):
         record = None if stem in current_stems else read_record(out_dir, stem)
         if record is not None and os.path.realpath(record.get("file", "")) not in current_files:
-            earlier.append(stem)
+            earlier.append(record)
     return earlier
 
 
@@ -195,10 +195,10 @@ def detect_files(model, files, out_dir, class_names, progress=True, model_descri
         print(f"warning: skipped {message}", file=sys.stderr)
     if len(failed) > 5:
         print(f"warning: {len(failed) - 5} more unreadable images skipped", file=sys.stderr)
-    stems = [s for _, s in jobs]
+    records = [read_record(out_dir, stem) for _, stem in jobs]
     earlier = earlier_records(out_dir, jobs)
     try:
-        totals, listed = assemble_run_outputs(out_dir, stems + earlier, class_names)
+        totals, listed = assemble_run_outputs(out_dir, records + earlier, class_names)
     except OSError as exc:
         _raise_write_error(exc, out_dir)
     rate = (len(todo) - len(failed)) / elapsed * 3600 if todo and elapsed > 0 else 0
@@ -208,13 +208,12 @@ def detect_files(model, files, out_dir, class_names, progress=True, model_descri
             f" -> {out_dir}/ ({rate:.0f} images/hour)")
 
 
-def assemble_run_outputs(out_dir, stems, class_names):
-    """Rebuild detections.json (COCO results) and counts.csv from the records of `stems`;
-    returns (cells per class, number of images with a record)."""
+def assemble_run_outputs(out_dir, records, class_names):
+    """Rebuild detections.json (COCO results) and counts.csv from `records` (read_record's,
+    None for an image without one); returns (cells per class, number of images listed)."""
     results, rows = [], []
     totals = dict.fromkeys(class_names, 0)
-    for image_id, stem in enumerate(stems):
-        record = read_record(out_dir, stem)
+    for image_id, record in enumerate(records):
         if record is None:
             continue
         for d in record["detections"]:

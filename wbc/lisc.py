@@ -17,6 +17,7 @@ import shutil
 import numpy as np
 from PIL import Image
 
+from mrcnn.durable import creating
 from wbc.dataset import (
     CLASS_NAMES, IMAGE_EXTS, MASK_EXTS, SUBSETS, _fail, _is_hidden_or_junk, _natural_key,
     fit_mask_to_image, match_class, read_image, read_mask)
@@ -66,26 +67,16 @@ def _split_count(n, val_fraction):
     return min(max(int(math.floor(n * val_fraction + 0.5)), 1), n - 1)
 
 
-def _write_atomic(target, write):
-    """write(tmp_path) then rename to target; never leaves a half file at target."""
+def _write_new(target, write):
+    """write(f) into a new file at target, whole or not at all (mrcnn.durable.creating);
+    UserError if target appears meanwhile (two imports into one folder at once)."""
     os.makedirs(os.path.dirname(target), exist_ok=True)
-    tmp = os.path.join(os.path.dirname(target),
-                       ".{}.tmp-{}".format(os.path.basename(target), os.getpid()))
     try:
-        write(tmp)
-        if os.path.exists(target):
-            raise _fail(target, "appeared while importing", "Do not run two imports at once")
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def _save_png(array, path):
-    with open(path, "wb") as f:
-        Image.fromarray(array).save(f, format="PNG")
-        f.flush()
-        os.fsync(f.fileno())
+        with creating(target, "wb") as f:
+            write(f)
+    except FileExistsError:
+        raise _fail(target, "appeared while importing",
+                    "Do not run two imports at once") from None
 
 
 def _add_unique(table, stem, path, report):
@@ -251,17 +242,19 @@ def import_lisc(source, out, val_fraction=0.2, seed=0, progress=True):
         except ImportError:
             pass
     for subset, cls, img_path, mask_path, img_t, mask_t in bar:
-        wrote = False
+        wrote, target = False, mask_t
         try:
             if not os.path.exists(mask_t):
                 mask = read_mask(mask_path)
-                _write_atomic(mask_t, lambda tmp: _save_png(mask, tmp))
+                _write_new(mask_t, lambda f: Image.fromarray(mask).save(f, format="PNG"))
                 wrote = True
+            target = img_t
             if not os.path.exists(img_t):
-                _write_atomic(img_t, lambda tmp: shutil.copyfile(img_path, tmp))
+                with open(img_path, "rb") as src:
+                    _write_new(img_t, lambda f: shutil.copyfileobj(src, f))
                 wrote = True
         except OSError as exc:
-            raise _fail(getattr(exc, "filename", None) or img_t, "cannot write ({})".format(
+            raise _fail(target, "cannot write ({})".format(
                 exc.strerror or exc), "Check free disk space and permissions of {}; running "
                 "the same import again completes it".format(out)) from None
         report["written" if wrote else "already_present"] += 1

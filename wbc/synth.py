@@ -35,6 +35,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from mrcnn.durable import creating
 from wbc.errors import UserError
 
 CLASSES = ["Basophil", "Eosinophil", "Lymphocyte", "Monocyte", "Neutrophil"]
@@ -682,24 +683,12 @@ def _png_bytes(array):
 
 
 def _save_png(array, path):
-    """Write a PNG to a temporary name in the same folder, then move it into place atomically
-    without ever replacing an existing file."""
-    folder, name = os.path.split(path)
-    tmp = os.path.join(folder, ".%s.%d.tmp" % (name, os.getpid()))
+    """Write a PNG whole (mrcnn.durable.creating), never replacing an existing file."""
     try:
-        with open(tmp, "wb") as f:
+        with creating(path, "wb") as f:
             f.write(_png_bytes(array))
-        try:
-            os.link(tmp, path)                   # atomic, fails if path exists
-        except FileExistsError:
-            raise UserError("%s: appeared while writing; refusing to overwrite it" % path)
-        except OSError:                          # file system without hard links
-            if os.path.lexists(path):
-                raise UserError("%s: appeared while writing; refusing to overwrite it" % path)
-            os.rename(tmp, path)
-    finally:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
+    except FileExistsError:
+        raise UserError("%s: appeared while writing; refusing to overwrite it" % path) from None
 
 
 # Single-cell crops: the white cell's larger side over the crop's side, as in wbc-zheng2018
