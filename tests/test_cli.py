@@ -269,6 +269,13 @@ def test_train_resume_detect_evaluate(tmp_path, synth_data):
     assert all(im["file_name"].split("/")[0] in classes for im in metrics["per_image"])
     for name in ["report.md", "confusion.png", "pr_curves.png", "worst.png"]:
         assert (report / name).is_file(), name
+    again = run("evaluate", f"--dataset={synth_data}", f"--results={report / 'detections.json'}",
+                f"--out={tmp_path / 'again'}",                       # the report's detections
+                f"--min-confidence={metrics['thresholds']['min_confidence']}")
+    assert again.returncode == 0, again.stdout + again.stderr
+    rescored_metrics = json.loads((tmp_path / "again" / "metrics.json").read_text())
+    for key in ("coco", "detection", "confusion", "per_class"):
+        assert rescored_metrics[key] == metrics[key], key
     rescored = run("evaluate", f"--dataset={synth_data}", f"--results={out / 'detections.json'}",
                    f"--out={tmp_path / 'rescored'}")
     assert rescored.returncode == 0, rescored.stdout + rescored.stderr

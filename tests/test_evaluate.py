@@ -363,6 +363,14 @@ def test_write_report_files(tmp_path):
     assert doc["per_class"]["Neutrophil"]["f1"] == pytest.approx(m["per_class"]["Neutrophil"]["f1"])
     # one error each; ties put missed cells first, then the dataset's order
     assert [w["image_id"] for w in doc["worst_images"]] == [3, 1, 2]
+    # detections.json holds what was scored: scored again it gives the same figures, and at
+    # another threshold the figures of the model's detections at that threshold
+    again = ev.load_coco_results(out / "detections.json", gts)
+    for threshold in (0.7, 0.85):
+        rescored, direct = (ev.evaluate(gts, p, NAMES, threshold) for p in (again, preds))
+        for key in ("coco", "detection", "confusion", "per_class", "segmentation"):
+            assert rescored[key] == direct[key], (threshold, key)
+    assert rescored["detection"]["spurious"] == 0 != m["detection"]["spurious"]  # 0.8 < 0.85
     report = (out / "report.md").read_text()
     for text in NAMES + ["spurious", "missed", "confusion.png", "worst.png", "pr_curves.png",
                          "Count MAE", meta["model"]]:

@@ -26,6 +26,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from mrcnn.durable import create_temporary_folder, fsync_folder, replacing  # noqa: E402
+from wbc.coco_format import to_coco_results  # noqa: E402
 from wbc.errors import UserError  # noqa: E402
 from wbc.evaluate import SCHEMA, _jsonable, evaluate, load_coco_results  # noqa: E402
 
@@ -47,7 +48,8 @@ FIGSIZES = {
 #: (width, height) in pixels of every PNG written here
 PNG_SIZES = {name: (int(round(w * DPI)), int(round(h * DPI))) for name, (w, h) in FIGSIZES.items()}
 # metrics.json last: moved into an existing report folder, it comes after the rest.
-REPORT_FILES = ("confusion.png", "pr_curves.png", "worst.png", "report.md", "metrics.json")
+REPORT_FILES = ("confusion.png", "pr_curves.png", "worst.png", "detections.json", "report.md",
+                "metrics.json")
 WORST_N = 4          # images in worst.png
 GREY = 128
 # colours per class (1..K), then cycling
@@ -496,9 +498,17 @@ def _report_md(doc, worst):
     return "\n".join(out)
 
 
+def _named_results(gts, preds):
+    """preds as COCO results, each detection with the file_name of its image in gts."""
+    names = {gt["image_id"]: gt.get("file_name") for gt in gts}
+    return to_coco_results([dict(p, file_name=names.get(p["image_id"])) for p in preds])
+
+
 def write_report(metrics, gts, preds, class_names, out_dir, meta=None):
-    """Write metrics.json, report.md, confusion.png, pr_curves.png and worst.png into
-    out_dir and return the one-line summary.
+    """Write metrics.json, report.md, confusion.png, pr_curves.png, worst.png and
+    detections.json (every scored detection as COCO results named "<Class>/<file>", for
+    `evaluate --results` to score again at another threshold) into out_dir and return the
+    one-line summary.
 
     Everything is built in a temporary folder beside out_dir, so a failure leaves out_dir
     as it was. A new out_dir is that folder renamed (the report appears whole); into an
@@ -530,6 +540,8 @@ def write_report(metrics, gts, preds, class_names, out_dir, meta=None):
         worst = _plot_worst(metrics, gts, preds, class_names, os.path.join(tmp, "worst.png"))
         doc["worst_images"] = [{"image_id": e["image_id"], "file_name": e["file_name"],
                                 "errors": e["errors"]} for e in worst]
+        _write_text(os.path.join(tmp, "detections.json"),
+                    json.dumps(_named_results(gts, preds), separators=(",", ":")))
         doc = _jsonable(doc)
         text = json.dumps(doc, indent=1, allow_nan=False)
         _write_text(os.path.join(tmp, "metrics.json"), text + "\n")
