@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import re
+import shlex
 import sys
 import time
 
@@ -867,13 +868,21 @@ def build_parser():
 
 
 def options_before_command(argv, commands):
-    """None, or (first misplaced option, argv reordered with the command first) when options
-    precede the command name (`WBC.py --dataset=WBC train`): argparse would take them for
-    unknown arguments and then complain that the command lacks them."""
-    first = next((i for i, arg in enumerate(argv) if arg in commands), None)
-    if not first or argv[0] in ("-h", "--help"):
+    """The one-line error for options given before the command name (`WBC.py --dataset=WBC
+    train`, which argparse would read as unknown arguments and then say the command lacks
+    them), or None. The command is the first command name that is not an option's value
+    (`--subset train evaluate`: evaluate); the error gives the line reordered when it finds
+    one."""
+    if not argv or not argv[0].startswith("-") or any(
+            arg == "-h" or (len(arg) > 2 and "--help".startswith(arg)) for arg in argv):
         return None
-    return argv[0], argv[first], *argv[:first], *argv[first + 1:]
+    for i, arg in enumerate(argv[1:], 1):
+        after_bare_option = argv[i - 1].startswith("-") and "=" not in argv[i - 1]
+        if arg in commands and not after_bare_option:
+            reordered = shlex.join(["python3", "WBC.py", arg, *argv[:i], *argv[i + 1:]])
+            return f"error: {argv[0]} goes after the command name: {reordered}"
+    return ("error: options go after the command name: python3 WBC.py COMMAND --option=value. "
+            "See: python3 WBC.py --help")
 
 
 def main(argv=None):
@@ -881,8 +890,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     misplaced = options_before_command(argv, parser.commands)
     if misplaced:
-        parser.error(f"{misplaced[0]} goes after the command: python3 WBC.py "
-                     f"{' '.join(misplaced[1:])}")
+        parser.exit(2, misplaced + "\n")
     args, unknown = parser.parse_known_args(argv)
     if unknown:     # reported by the command's parser, so the hint names its --help
         parser.commands.get(args.command, parser).error(

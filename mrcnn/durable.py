@@ -91,13 +91,14 @@ def creating(path, mode="w", **open_args):
 def _move_unless_present(tmp, path):
     """Rename tmp to path, or FileExistsError if path exists: a hard link (atomic, fails on
     an existing name) where the file system has them, else a check then a rename."""
+    exists = FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), path)
     try:
         os.link(tmp, path)
     except FileExistsError:
-        raise
+        raise exists from None
     except OSError:                      # no hard links here (FAT, some network shares)
         if os.path.lexists(path):
-            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), path) from None
+            raise exists from None
         os.rename(tmp, path)
         return
     with contextlib.suppress(OSError):

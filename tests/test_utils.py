@@ -639,3 +639,20 @@ def test_creating_never_replaces_a_file(tmp_path, monkeypatch, hard_links):
             f.write(b"second")
     assert target.read_bytes() == b"first"
     assert os.listdir(tmp_path) == ["1.png"]                              # no temp left
+
+
+def test_synth_and_lisc_writers_refuse_a_file_that_appeared(tmp_path):
+    """A target that appears while synth or import-lisc writes (a second run into the same
+    folder) is kept and reported, not replaced."""
+    import os
+    from wbc import lisc, synth
+    from wbc.errors import UserError
+    target = tmp_path / "1.png"
+    target.write_bytes(b"theirs")
+    with pytest.raises(UserError, match="appeared while writing"):
+        synth._save_png(np.zeros((4, 4), np.uint8), str(target))
+    with pytest.raises(UserError, match="appeared while importing"):
+        lisc._write_new(str(target), lambda f: f.write(b"ours"))
+    assert target.read_bytes() == b"theirs" and os.listdir(tmp_path) == ["1.png"]
+    with pytest.raises(UserError, match="cannot read"):
+        lisc._open_source(str(tmp_path / "missing.bmp"))

@@ -14,8 +14,11 @@ import shutil
 from mrcnn.durable import replacing
 
 # Temporary names used by the writers: ".<name>.tmp-<pid>-<n>" (mrcnn.durable.replacing:
-# JSON, CSV, PNG; weights); ".tmp-*.h5" (weights) and "<name>.tmp" (JSON, CSV) from earlier
-# versions, whose leftovers a run of this one still removes.
+# JSON, CSV, PNG; weights; mrcnn.durable.creating: the images and masks of synth and
+# import-lisc); ".tmp-*.h5" (weights), "<name>.tmp" (JSON, CSV) and ".<name>.<pid>.tmp"
+# (synth) from earlier versions. The next train or detect in a folder removes the leftovers
+# there; the data set reader skips hidden files, so leftovers of synth and import-lisc are
+# ignored.
 _PLAIN_TMP_TARGETS = ("losses.csv", "config.json", "detections.json", "counts.csv")
 _DISK_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 

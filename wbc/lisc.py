@@ -79,6 +79,15 @@ def _write_new(target, write):
                     "Do not run two imports at once") from None
 
 
+def _open_source(path):
+    """path opened for reading; UserError naming it if it cannot be."""
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        raise _fail(path, "cannot read ({})".format(exc.strerror or exc),
+                    "Check that the file is readable") from None
+
+
 def _add_unique(table, stem, path, report):
     """table[stem] = path; a second file of the same stem makes both invalid (reported)."""
     if stem in table:
@@ -250,7 +259,7 @@ def import_lisc(source, out, val_fraction=0.2, seed=0, progress=True):
                 wrote = True
             target = img_t
             if not os.path.exists(img_t):
-                with open(img_path, "rb") as src:
+                with _open_source(img_path) as src:
                     _write_new(img_t, lambda f: shutil.copyfileobj(src, f))
                 wrote = True
         except OSError as exc:
