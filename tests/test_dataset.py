@@ -568,6 +568,11 @@ def test_import_lisc(tmp_path, capsys):
     lost = os.path.join(out, "val", "image", "Monocyte",
                         os.listdir(os.path.join(out, "val", "image", "Monocyte"))[0])
     os.remove(lost)
+    os.symlink(os.path.join(str(tmp_path), "nowhere.bmp"), lost)   # a broken link there
+    with pytest.raises(UserError, match="broken symbolic link") as info:
+        import_lisc(src, out, val_fraction=0.2, seed=0, progress=False)
+    assert info.value.path == lost
+    os.remove(lost)
     resumed = import_lisc(src, out, val_fraction=0.2, seed=0, progress=False)
     assert resumed["written"] == 1 and resumed["already_present"] == 27
     assert tree_hash(out) == stamp

@@ -228,6 +228,10 @@ def import_lisc(source, out, val_fraction=0.2, seed=0, progress=True):
                                       "message": str(err)})
             continue
         img_t, mask_t = targets(subset, cls, stem, img_path)
+        for t in (img_t, mask_t):
+            if os.path.islink(t) and not os.path.exists(t):
+                raise _fail(t, "is a broken symbolic link",
+                            "Remove it, or import into a new --out folder")
         other = "val" if subset == "train" else "train"
         for t in targets(other, cls, stem, img_path):
             if os.path.exists(t):
