@@ -73,7 +73,7 @@ class WBCConfig(Config):
     LEARNING_RATE = 0.001
     LEARNING_RATE_SCHEDULE = "cosine"
     LEARNING_RATE_WARMUP_STEPS = 200
-    AUGMENTATION = "default"    # --augment: none|default|strong (augmentation() below)
+    AUGMENTATION = "default"    # --augment: none|default|strong|restyle (augmentation() below)
 
 
 # What `train --weights=none` uses unless flags say otherwise: from random weights, ResNet-50
@@ -192,8 +192,18 @@ def class_balance_weights(dataset, power):
     return [counts[name] ** -float(power) for name in names]
 
 
-def augmentation(kind):
-    """albumentations pipeline for --augment=none|default|strong (keeps the image size)."""
+AUGMENTATIONS = ("none", "default", "strong", "restyle")
+
+
+def augmentation(kind, train_set=None, config=None):
+    """albumentations pipeline for --augment (keeps the image size), or None for "none".
+
+    default: flips, 90-degree turns, brightness/contrast, hue/saturation. strong: default plus
+    scale/rotation, blur and RGB shifts. restyle: default plus, for half the images, each
+    colour channel's histogram matched to a random image of `train_set` (resized as `config`
+    says), blended 50-100%: one source's stain and lamp shown in another's colours, the
+    granules and nuclei kept (docs/zheng_restyle.jpg).
+    """
     if kind == "none":
         return None
     import albumentations as A
@@ -204,7 +214,22 @@ def augmentation(kind):
         ops += [A.Affine(scale=(0.8, 1.2), rotate=(-30, 30), p=0.5),
                 A.GaussianBlur(blur_limit=(3, 5), p=0.2),
                 A.RGBShift(12, 12, 12, p=0.3)]
+    if kind == "restyle":
+        from mrcnn.data import ResizedImages
+        return WithReferenceImages(A.Compose([A.HistogramMatching(p=0.5)] + ops),
+                                   ResizedImages(train_set, config))
     return A.Compose(ops)
+
+
+class WithReferenceImages:
+    """An albumentations pipeline called with `hm_metadata=images` (a sequence of uint8
+    [H, W, 3]), from which its HistogramMatching draws one reference image per call."""
+
+    def __init__(self, pipeline, images):
+        self.pipeline, self.images = pipeline, images
+
+    def __call__(self, **data):
+        return self.pipeline(**data, hm_metadata=self.images)
 
 
 def resolve_weights(model, spec, logs, for_training):
@@ -385,7 +410,7 @@ def cmd_train(args):
                    indent=1)
         callbacks = [stop] + curves_callback(model)
         model.train(train_set, val_set, learning_rate=lr, epochs=args.epochs, layers=layers,
-                    augmentation=augmentation(config.AUGMENTATION),
+                    augmentation=augmentation(config.AUGMENTATION, train_set, config),
                     custom_callbacks=callbacks, seed=args.seed,
                     sample_weights=class_balance_weights(train_set, config.CLASS_BALANCE))
     except FloatingPointError as exc:
@@ -795,8 +820,8 @@ def build_parser():
     p.add_argument("--backbone", choices=["resnet50", "resnet101", "small"], default=None,
                    help="default small with --weights=none (the from-scratch recipe), "
                         "else resnet50; small has no pretrained weights")
-    p.add_argument("--augment", choices=["none", "default", "strong"], default=None,
-                   help="none|default|strong (default: default, the run's own on resume)")
+    p.add_argument("--augment", choices=AUGMENTATIONS, default=None,
+                   help="none|default|strong|restyle (default: default, the run's own on resume)")
     p.add_argument("--time-limit", default=None, help="e.g. 8h: save and stop cleanly then")
     p.add_argument("--seed", type=number(int, 0), default=None)
     p.add_argument("--threads", type=number(int, 1), default=None,

@@ -10,6 +10,7 @@ A training sample, after `build_training_sample`, is the tuple (fixed shapes per
   gt_masks    bool    [mh, mw, MAX_GT_INSTANCES]  mini masks (or full masks), zero-padded
 """
 import collections
+import collections.abc
 import concurrent.futures
 import logging
 import os
@@ -89,6 +90,32 @@ def apply_augmentation(augmentation, image, mask):
     return aug_image, aug_mask
 
 
+def load_resized_image(dataset, config, image_id):
+    """One image as training sees it before augmentation, colour-normalised, resized and
+    padded: -> (original shape (h, w, 3), (image uint8 [H, W, 3], window, scale, padding,
+    crop) as utils.resize_image gives them)."""
+    image = normalize_colors(dataset.load_image(image_id), config.COLOR_NORMALIZATION)
+    return image.shape, utils.resize_image(
+        image, min_dim=config.IMAGE_MIN_DIM, min_scale=config.IMAGE_MIN_SCALE,
+        max_dim=config.IMAGE_MAX_DIM, mode=config.IMAGE_RESIZE_MODE)
+
+
+class ResizedImages(collections.abc.Sequence):
+    """A dataset's images as training sees them before augmentation (load_resized_image),
+    read when indexed: item i is uint8 [H, W, 3] of the i-th image id. Reference images for
+    augmentations that borrow another image's look (histogram matching)."""
+
+    def __init__(self, dataset, config):
+        self.dataset, self.config = dataset, config
+
+    def __len__(self):
+        return len(self.dataset.image_ids)
+
+    def __getitem__(self, i):
+        image_id = self.dataset.image_ids[i]
+        return load_resized_image(self.dataset, self.config, image_id)[1][0]
+
+
 def load_image_gt(dataset, config, image_id, augmentation=None, use_mini_mask=False):
     """Load, colour-normalise, resize and (optionally) augment one image and its instances.
 
@@ -97,14 +124,11 @@ def load_image_gt(dataset, config, image_id, augmentation=None, use_mini_mask=Fa
     [mh, mw, N] with use_mini_mask. Instances whose mask is empty after resizing and
     augmentation are dropped.
     """
-    image = normalize_colors(dataset.load_image(image_id), config.COLOR_NORMALIZATION)
+    original_shape, (image, window, scale, padding, crop) = load_resized_image(
+        dataset, config, image_id)
     mask, class_ids = dataset.load_mask(image_id)
     mask = np.asarray(mask).astype(bool)
     class_ids = np.asarray(class_ids).astype(np.int32)
-    original_shape = image.shape
-    image, window, scale, padding, crop = utils.resize_image(
-        image, min_dim=config.IMAGE_MIN_DIM, min_scale=config.IMAGE_MIN_SCALE,
-        max_dim=config.IMAGE_MAX_DIM, mode=config.IMAGE_RESIZE_MODE)
     mask = utils.resize_mask(mask, scale, padding, crop)
     if augmentation is not None:
         image, mask = apply_augmentation(augmentation, image, mask)

@@ -13,7 +13,7 @@ from conftest import TinyConfig
 from matterport_h5 import write_full_model_h5, write_matterport_h5
 from mrcnn import model as modellib
 from mrcnn.config import Config
-from mrcnn.data import TrainingInput, load_image_gt, mold_image
+from mrcnn.data import ResizedImages, TrainingInput, load_image_gt, mold_image
 from mrcnn.np_images import normalize_colors, resize_image
 from mrcnn.weights import WeightsFileError, model_weight_map, read_settings
 from shapes import ShapesDataset
@@ -112,6 +112,49 @@ def test_color_normalization_reaches_training_input_and_inference(inference_mode
 # Matterport's mrcnn.model names (../shared/spec/matterport-compat.md) that a user's script
 # may import; generate_random_rois and build_detection_targets (its debugging path for
 # random ROIs in data_generator) are not provided (README, "What differs from Matterport").
+class OneColourDataset(ShapesDataset):
+    """ShapesDataset whose images are one flat colour with a darker square: references of a
+    known look for histogram matching."""
+
+    def __init__(self, colour):
+        super().__init__(2, 100)
+        self.colour = colour
+
+    def load_image(self, image_id):
+        image = np.empty((100, 100, 3), np.uint8)
+        image[:] = self.colour
+        image[30:60, 30:60] //= 2
+        return image
+
+
+def test_restyle_augmentation_takes_a_training_images_colours_and_keeps_the_masks():
+    import WBC
+    references = OneColourDataset((60, 90, 220))
+    references.prepare()
+    config = TinyConfig()
+    resized = ResizedImages(references, config)
+    assert len(resized) == 2 and resized[1].shape == (128, 128, 3)
+    np.testing.assert_array_equal(resized[1], load_image_gt(references, config, 1)[0])
+    restyle = WBC.augmentation("restyle", references, config)
+    restyle.pipeline.set_random_seed(0)
+    image = np.zeros((128, 128, 3), np.uint8)
+    image[14:114, 14:114] = (210, 120, 60)       # padded like a resized image, another colour
+    mask = np.zeros((128, 128), np.uint8)
+    mask[40:80, 20:50] = 1
+
+    def blue_cast(pipeline):
+        out = pipeline(image=image, masks=[mask])
+        assert out["masks"][0].sum() == mask.sum()       # turned or mirrored, never recoloured
+        flat = out["image"].reshape(-1, 3).astype(float)
+        return flat[:, 2].mean() > flat[:, 0].mean()      # the reference's cast, not the image's
+
+    restyled = sum(blue_cast(restyle) for _ in range(40))
+    assert 8 <= restyled <= 32                  # histogram matching is drawn for half the images
+    default = WBC.augmentation("default")
+    default.set_random_seed(0)
+    assert not any(blue_cast(default) for _ in range(10))
+
+
 MATTERPORT_MODEL_API = """MaskRCNN log BatchNorm load_image_gt data_generator mold_image
 unmold_image compose_image_meta parse_image_meta parse_image_meta_graph compute_backbone_shapes
 build_rpn_targets resnet_graph identity_block conv_block rpn_graph build_rpn_model
