@@ -821,7 +821,7 @@ def build_parser():
                    help="default small with --weights=none (the from-scratch recipe), "
                         "else resnet50; small has no pretrained weights")
     p.add_argument("--augment", choices=AUGMENTATIONS, default=None,
-                   help="none|default|strong|restyle (default: default, the run's own on resume)")
+                   help=f"{'|'.join(AUGMENTATIONS)} (default: default, the run's own on resume)")
     p.add_argument("--time-limit", default=None, help="e.g. 8h: save and stop cleanly then")
     p.add_argument("--seed", type=number(int, 0), default=None)
     p.add_argument("--threads", type=number(int, 1), default=None,

@@ -109,9 +109,6 @@ def test_color_normalization_reaches_training_input_and_inference(inference_mode
         type("Lab", (TinyConfig,), {"COLOR_NORMALIZATION": "lab"})()
 
 
-# Matterport's mrcnn.model names (../shared/spec/matterport-compat.md) that a user's script
-# may import; generate_random_rois and build_detection_targets (its debugging path for
-# random ROIs in data_generator) are not provided (README, "What differs from Matterport").
 class OneColourDataset(ShapesDataset):
     """ShapesDataset whose images are one flat colour with a darker square: references of a
     known look for histogram matching."""
@@ -155,6 +152,9 @@ def test_restyle_augmentation_takes_a_training_images_colours_and_keeps_the_mask
     assert not any(blue_cast(default) for _ in range(10))
 
 
+# Matterport's mrcnn.model names (../shared/spec/matterport-compat.md) that a user's script
+# may import; generate_random_rois and build_detection_targets (its debugging path for
+# random ROIs in data_generator) are not provided (README, "What differs from Matterport").
 MATTERPORT_MODEL_API = """MaskRCNN log BatchNorm load_image_gt data_generator mold_image
 unmold_image compose_image_meta parse_image_meta parse_image_meta_graph compute_backbone_shapes
 build_rpn_targets resnet_graph identity_block conv_block rpn_graph build_rpn_model
