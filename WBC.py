@@ -126,8 +126,8 @@ def saved_config(weights_path):
 # ----------------------------------------------------------------------------- helpers
 def parse_duration(text):
     """'8h', '90m', '1h30m', '45s' or plain seconds -> seconds (float)."""
-    m = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*",
-                     text or "")
+    number = r"(\d+(?:\.\d+)?)"
+    m = re.fullmatch(rf"\s*(?:{number}h)?\s*(?:{number}m)?\s*(?:{number}s?)?\s*", text or "")
     if not text or not m or not any(m.groups()):
         raise UserError(f"--time-limit={text!r}: not a duration. Use e.g. 8h, 90m, 1h30m or 600s")
     h, mi, s = (float(g) if g else 0. for g in m.groups())
