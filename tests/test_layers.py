@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from mrcnn.config import Config
 from mrcnn import losses
+from mrcnn.heads import WholeInputConv2D
 from mrcnn.roi import (DetectionLayer, DetectionTargetLayer, LeadingRows, PadRowsTo,
                        PyramidROIAlign)
 from mrcnn.rpn import ProposalLayer
@@ -92,6 +93,32 @@ def test_roi_align_keeps_box_order_and_samples_bilinearly():
     # crop_and_resize samples x at x1*(W-1) and x2*(W-1): 0 and 3; 9 and 12.
     np.testing.assert_allclose(out[0, 0, 0, :, 0], [0, 3], atol=1e-5)
     np.testing.assert_allclose(out[0, 1, 0, :, 0], [9, 12], atol=1e-5)
+
+
+@pytest.mark.parametrize("kernel_size", [7, 1])
+def test_whole_input_conv_is_the_valid_conv_as_one_matmul(kernel_size):
+    """Classifier "FC" layers: same weights, outputs and gradients as Keras' Conv2D."""
+    import keras
+    x = tf.constant(np.random.default_rng(0).normal(size=(5, kernel_size, kernel_size, 6)),
+                    tf.float32)
+    conv, matmul = keras.layers.Conv2D(4, kernel_size), WholeInputConv2D(4, kernel_size)
+    conv.build(x.shape)
+    matmul.build(x.shape)
+    rng = np.random.default_rng(1)
+    weights = [rng.normal(size=w.shape).astype(np.float32) for w in conv.get_weights()]
+    conv.set_weights(weights)
+    matmul.set_weights(weights)
+    assert [w.shape for w in matmul.weights] == [(kernel_size, kernel_size, 6, 4), (4,)]
+    grads = []
+    for layer in (conv, matmul):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+            loss = tf.reduce_sum(y * tf.range(1., 5.))
+        grads.append((y, *tape.gradient(loss, [x] + layer.trainable_variables)))
+    assert grads[1][0].shape == (5, 1, 1, 4)
+    for ours, keras_conv in zip(grads[1], grads[0]):
+        np.testing.assert_allclose(ours, keras_conv, rtol=1e-5, atol=1e-5)
 
 
 def test_leading_rows_cut_to_the_longest_valid_prefix_and_pad_back():
