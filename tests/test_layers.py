@@ -119,6 +119,8 @@ def test_whole_input_conv_is_the_valid_conv_as_one_matmul(kernel_size):
     assert grads[1][0].shape == (5, 1, 1, 4)
     for ours, keras_conv in zip(grads[1], grads[0]):
         np.testing.assert_allclose(ours, keras_conv, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="must span the whole input"):
+        WholeInputConv2D(4, kernel_size)(tf.zeros((1, kernel_size + 1, kernel_size + 1, 6)))
 
 
 def test_leading_rows_cut_to_the_longest_valid_prefix_and_pad_back():
