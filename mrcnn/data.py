@@ -12,6 +12,7 @@ A training sample, after `build_training_sample`, is the tuple (fixed shapes per
 import collections
 import collections.abc
 import concurrent.futures
+import functools
 import logging
 import os
 
@@ -103,15 +104,23 @@ def load_resized_image(dataset, config, image_id):
 class ResizedImages(collections.abc.Sequence):
     """A dataset's images as training sees them before augmentation (load_resized_image),
     read when indexed: item i is uint8 [H, W, 3] of the i-th image id. Reference images for
-    augmentations that borrow another image's look (histogram matching)."""
+    augmentations that borrow another image's look (histogram matching). The last
+    `cache_size` items read are kept: albumentations' HistogramMatching reads item 0 on every
+    call to check its type, which would otherwise load and resize that image each time."""
 
-    def __init__(self, dataset, config):
+    def __init__(self, dataset, config, cache_size=16):
         self.dataset, self.config = dataset, config
+        self._read = functools.lru_cache(maxsize=cache_size)(self._load)
 
     def __len__(self):
         return len(self.dataset.image_ids)
 
     def __getitem__(self, i):
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"image {i} of {len(self)}")
+        return self._read(i % len(self))
+
+    def _load(self, i):
         image_id = self.dataset.image_ids[i]
         return load_resized_image(self.dataset, self.config, image_id)[1][0]
 

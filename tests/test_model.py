@@ -152,6 +152,39 @@ def test_restyle_augmentation_takes_a_training_images_colours_and_keeps_the_mask
     assert not any(blue_cast(default) for _ in range(10))
 
 
+class CountingColourDataset(OneColourDataset):
+    """OneColourDataset that records which images were loaded from 'disk'."""
+
+    def __init__(self, colour):
+        super().__init__(colour)
+        self.loaded = []
+
+    def load_image(self, image_id):
+        self.loaded.append(image_id)
+        return super().load_image(image_id)
+
+
+def test_reference_images_are_loaded_once_while_cached_not_on_every_augmentation():
+    import WBC
+    references = CountingColourDataset((60, 90, 220))
+    references.prepare()
+    restyle = WBC.augmentation("restyle", references, TinyConfig())
+    restyle.pipeline.set_random_seed(0)
+    image = np.zeros((128, 128, 3), np.uint8)
+    for _ in range(30):
+        restyle(image=image)
+    assert sorted(references.loaded) == [0, 1]     # each of the 2 references read once
+    resized = ResizedImages(references, TinyConfig(), cache_size=1)
+    references.loaded.clear()
+    first = resized[0]
+    assert resized[0] is first and references.loaded == [0]
+    assert resized[-1].shape == first.shape and references.loaded == [0, 1]
+    resized[0]                                      # evicted by image 1: read again
+    assert references.loaded == [0, 1, 0]
+    with pytest.raises(IndexError):
+        resized[2]
+
+
 # Matterport's mrcnn.model names (../shared/spec/matterport-compat.md) that a user's script
 # may import; generate_random_rois and build_detection_targets (its debugging path for
 # random ROIs in data_generator) are not provided (README, "What differs from Matterport").
