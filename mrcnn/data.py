@@ -106,7 +106,8 @@ class ResizedImages(collections.abc.Sequence):
     read when indexed: item i is uint8 [H, W, 3] of the i-th image id. Reference images for
     augmentations that borrow another image's look (histogram matching). The last
     `cache_size` items read are kept: albumentations' HistogramMatching reads item 0 on every
-    call to check its type, which would otherwise load and resize that image each time."""
+    call to check its type, which would otherwise load and resize that image each time. Kept
+    items are shared between callers, so they are returned read-only."""
 
     def __init__(self, dataset, config, cache_size=16):
         self.dataset, self.config = dataset, config
@@ -121,8 +122,9 @@ class ResizedImages(collections.abc.Sequence):
         return self._read(i % len(self))
 
     def _load(self, i):
-        image_id = self.dataset.image_ids[i]
-        return load_resized_image(self.dataset, self.config, image_id)[1][0]
+        image = load_resized_image(self.dataset, self.config, self.dataset.image_ids[i])[1][0]
+        image.setflags(write=False)
+        return image
 
 
 def load_image_gt(dataset, config, image_id, augmentation=None, use_mini_mask=False):

@@ -178,6 +178,7 @@ def test_reference_images_are_loaded_once_while_cached_not_on_every_augmentation
     references.loaded.clear()
     first = resized[0]
     assert resized[0] is first and references.loaded == [0]
+    assert not first.flags.writeable              # shared between callers: not to be changed
     assert resized[-1].shape == first.shape and references.loaded == [0, 1]
     resized[0]                                      # evicted by image 1: read again
     assert references.loaded == [0, 1, 0]
