@@ -96,7 +96,8 @@ SAVED_CONFIG_KEYS = ["LAYERS", "BACKBONE", "PYRAMID_MIN_LEVEL", "LEARNING_RATE_S
                      "LEARNING_RATE", "TRAIN_ROIS_PER_IMAGE", "LOSS_WEIGHTS", "COLOR_NORMALIZATION",
                      "WEIGHT_DECAY", "WEIGHT_DECAY_MODE", "CLASS_LABEL_SMOOTHING",
                      "ROI_CANONICAL_SIZE", "CLASSIFIER_DROPOUT", "CLASS_FOCAL_GAMMA",
-                     "STEPS_PER_EPOCH", "VALIDATION_STEPS", "AUGMENTATION"]
+                     "STEPS_PER_EPOCH", "VALIDATION_STEPS", "AUGMENTATION",
+                     "MASK_ROIS_PER_IMAGE"]
 
 
 def make_config(base=WBCConfig, given=None, **flags):

@@ -19,25 +19,38 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 
-from speed import TwoCells, bench_arguments, make_config, start_tensorflow, timed  # noqa: E402
+from speed import (TwoCells, bench_arguments, make_config, start_tensorflow, timed,
+                   trained_layers)  # noqa: E402
 
-# (stage, layer names whose outputs end the prefix). Training graph.
-TRAIN_STAGES = [
-    ("backbone C1-C5 (ResNet)", ["res2c_out", "res3d_out", "res4f_out", "res5c_out"]),
-    ("FPN P2-P6", ["fpn_p2", "fpn_p3", "fpn_p4", "fpn_p5", "fpn_p6"]),
-    ("RPN head (shared conv, P2-P6)", ["rpn_class_logits", "rpn_class", "rpn_bbox"]),
-    ("proposals (top-k, deltas, NMS)", ["ROI"]),
-    ("detection targets", ["proposal_targets"]),
-    ("ROIAlign + classifier/box head", ["mrcnn_class_logits", "mrcnn_bbox"]),
-    ("ROIAlign + mask head", ["mrcnn_mask"]),
-]
-INFER_STAGES = TRAIN_STAGES[:2] + [
-    ("RPN head (shared conv, P2-P6)", ["rpn_class", "rpn_bbox"]),
-    ("proposals (top-k, deltas, NMS)", ["ROI"]),
-    ("ROIAlign + classifier/box head", ["mrcnn_class", "mrcnn_bbox"]),
-    ("detections (per-class NMS)", ["mrcnn_detection"]),
-    ("ROIAlign + mask head (detected rows)", ["mrcnn_mask_rows"]),
-]
+def train_stages(config):
+    """[(stage, layer names whose outputs end the prefix)] of the training graph."""
+    if config.BACKBONE == "small":
+        backbone = ("backbone C1-C5 (small)", [f"small_conv{i}b" for i in range(2, 6)])
+    else:
+        backbone = ("backbone C1-C5 (ResNet)", ["res2c_out", "res3d_out", "res4f_out",
+                                                "res5c_out"])
+    low = config.PYRAMID_MIN_LEVEL
+    return [
+        backbone,
+        (f"FPN P{low}-P6", [f"fpn_p{i}" for i in range(low, 7)]),
+        (f"RPN head (shared conv, P{low}-P6)", ["rpn_class_logits", "rpn_class", "rpn_bbox"]),
+        ("proposals (top-k, deltas, NMS)", ["ROI"]),
+        ("detection targets", ["proposal_targets"]),
+        ("ROIAlign + classifier/box head", ["mrcnn_class_logits", "mrcnn_bbox"]),
+        ("ROIAlign + mask head", ["mrcnn_mask"]),
+    ]
+
+
+def infer_stages(config):
+    """The same for the inference graph."""
+    stages = train_stages(config)
+    return stages[:2] + [
+        (stages[2][0], ["rpn_class", "rpn_bbox"]),
+        ("proposals (top-k, deltas, NMS)", ["ROI"]),
+        ("ROIAlign + classifier/box head", ["mrcnn_class", "mrcnn_bbox"]),
+        ("detections (per-class NMS)", ["mrcnn_detection"]),
+        ("ROIAlign + mask head (detected rows)", ["mrcnn_mask_rows"]),
+    ]
 
 
 def cumulative(stages):
@@ -97,14 +110,13 @@ def main():
     ap.add_argument("--inference-only", action="store_true")
     args = ap.parse_args()
     tf = start_tensorflow(args.threads)
-    import keras
     from mrcnn import model as modellib
     from mrcnn.data import TrainingInput, build_training_sample, get_anchors_pixels
 
     config = make_config(args.config, args.size, args.dtype, args.pyramid_min_level)
     data = TwoCells(args.size, config.NUM_CLASSES).dataset
     model = modellib.MaskRCNN("training", config, "/tmp/bench_logs")
-    model.set_trainable(modellib.LAYER_REGEX["3+"], verbose=0)
+    model.set_trainable(modellib.LAYER_REGEX[trained_layers(args.config)], verbose=0)
     batch = tuple(tf.constant(x) for x in next(TrainingInput(data, config, seed=0).batches()))
     from mrcnn.precision import compute_dtype
     result = {"config": args.config, "size": args.size, "threads": args.threads,
@@ -118,11 +130,9 @@ def main():
                                             ("train forward+backward", True)]
     for mode, backward in modes:
         rows = [(name, timed(prefix_timer(model.keras_model, names, batch, backward), args.steps))
-                for name, names in cumulative(TRAIN_STAGES)]
+                for name, names in cumulative(train_stages(config))]
         if backward:
-            optimizer = keras.optimizers.SGD(0.001, momentum=0.9, clipnorm=5.0)
-            optimizer.build(model.keras_model.trainable_variables)
-            train_step, _ = model._make_steps(optimizer)
+            train_step, _ = model._make_steps(model.make_optimizer(0.001))
             rows.append(("losses, L2, clipping, SGD update (real train_step)", timed(
                 lambda: [t.numpy() for t in tf.nest.flatten(train_step(batch))], args.steps)))
         print(table(f"{mode}, {args.config}, {args.size}x{args.size}, {args.threads} threads",
@@ -137,7 +147,7 @@ def main():
     inputs = (tf.constant(molded, tf.float32), tf.constant(metas, tf.float32),
               tf.constant(anchors, tf.float32))
     rows = [(name, timed(prefix_timer(infer.keras_model, names, inputs, False), args.steps))
-            for name, names in cumulative(INFER_STAGES)]
+            for name, names in cumulative(infer_stages(config))]
     rows.append(("mold, unmold, masks to image size (real detect())",
                  timed(lambda: infer.detect([image]), args.steps)))
     print(table(f"inference, {args.config}, {args.size}x{args.size}, {args.threads} threads", rows))

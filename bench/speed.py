@@ -29,7 +29,9 @@ def bench_arguments(description, steps):
     ap.add_argument("--size", type=int, default=768)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--steps", type=int, default=steps)
-    ap.add_argument("--config", choices=["seed", "wbc"], default="seed")
+    ap.add_argument("--config", choices=["seed", "wbc", "recipe"], default="seed",
+                    help="seed: Matterport's defaults (ResNet-50); wbc: WBCConfig; recipe: "
+                         "WBCConfig with the from-scratch recipe (small backbone, all layers)")
     ap.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
                     help="COMPUTE_DTYPE (auto: bfloat16 on CPUs with native bfloat16)")
     ap.add_argument("--pyramid-min-level", type=int, choices=[2, 3], default=None,
@@ -52,11 +54,17 @@ def parse_args():
     return ap.parse_args()
 
 
+def trained_layers(name):
+    """The layers a configuration trains: the recipe's "all", else Matterport's "3+"."""
+    return "all" if name == "recipe" else "3+"
+
+
 def make_config(name, size, dtype="auto", pyramid_min_level=None):
     from mrcnn.config import Config
-    if name == "wbc":
+    if name in ("wbc", "recipe"):
         sys.path.insert(0, ROOT)
-        from WBC import WBCConfig as Base
+        from WBC import SCRATCH_RECIPE, WBCConfig
+        Base = type("Recipe", (WBCConfig,), SCRATCH_RECIPE) if name == "recipe" else WBCConfig
     else:
         class Base(Config):
             NAME = "seed"
@@ -109,17 +117,14 @@ def timed(fn, n):
 
 def measure_ours(args):
     tf = start_tensorflow(args.threads)
-    import keras
     from mrcnn import model as modellib
     from mrcnn.data import TrainingInput
     tf.random.set_seed(0)
     config = make_config(args.config, args.size, args.dtype, args.pyramid_min_level)
     data = TwoCells(args.size, config.NUM_CLASSES).dataset
     model = modellib.MaskRCNN("training", config, "/tmp/bench_logs")
-    model.set_trainable(modellib.LAYER_REGEX["3+"], verbose=0)
-    optimizer = keras.optimizers.SGD(0.001, momentum=0.9, clipnorm=5.0)
-    optimizer.build(model.keras_model.trainable_variables)
-    train_step, _ = model._make_steps(optimizer)
+    model.set_trainable(modellib.LAYER_REGEX[trained_layers(args.config)], verbose=0)
+    train_step, _ = model._make_steps(model.make_optimizer(0.001))
     batch = tuple(tf.constant(x) for x in next(TrainingInput(data, config, seed=0).batches()))
     train_s = timed(lambda: [t.numpy() for t in tf.nest.flatten(train_step(batch))], args.steps)
     peak_train_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
@@ -132,7 +137,7 @@ def measure_ours(args):
     from mrcnn.precision import compute_dtype
     return {"config": args.config, "size": args.size, "threads": args.threads,
             "compute_dtype": compute_dtype(config),
-            "backbone": config.BACKBONE, "layers": "3+",
+            "backbone": config.BACKBONE, "layers": trained_layers(args.config),
             "pyramid_min_level": config.PYRAMID_MIN_LEVEL,
             "train_rois": config.TRAIN_ROIS_PER_IMAGE,
             "proposals_train_infer": [config.POST_NMS_ROIS_TRAINING, config.POST_NMS_ROIS_INFERENCE],

@@ -61,6 +61,9 @@ class Config:
 
     TRAIN_ROIS_PER_IMAGE = 200
     ROI_POSITIVE_RATIO = 0.33
+    # Our addition (None = Matterport: every positive ROI): in training the mask head runs on
+    # at most this many positive ROIs per image, a random sample (positives are shuffled).
+    MASK_ROIS_PER_IMAGE = None
     POOL_SIZE = 7
     # Our addition (224 = Matterport, the FPN paper's k0 = 4 at 224 px): an ROI of this size
     # (sqrt(h * w), pixels of the molded image) is pooled from P4, one of half the size from

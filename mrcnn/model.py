@@ -37,9 +37,10 @@ from mrcnn.losses import (l2_penalty, mrcnn_bbox_loss_graph, mrcnn_class_loss_gr
                           mrcnn_mask_loss_graph, rpn_bbox_loss_graph, rpn_class_loss_graph,
                           smooth_l1_loss)
 from mrcnn.roi import (DetectionLayer, DetectionTargetLayer, LeadingRows,  # noqa: F401
-                       PadRowsTo, PyramidROIAlign, log2_graph, parse_image_meta_graph,
-                       positive_roi_count)
+                       PadRowsTo, PyramidROIAlign, log2_graph, mask_roi_count,
+                       parse_image_meta_graph, positive_roi_count)
 from mrcnn.np_images import normalize_colors
+from mrcnn.optimizer import MomentumSGD
 from mrcnn.precision import FLOAT32_LAYER, Float32Layer
 from mrcnn.rpn import ProposalLayer, build_rpn_model, rpn_graph  # noqa: F401
 from mrcnn.rpn_targets import build_rpn_targets  # noqa: F401
@@ -269,11 +270,12 @@ class MaskRCNN:
         mrcnn_class_logits, mrcnn_class, mrcnn_bbox = fpn_classifier_graph(
             rois, pool_size=config.POOL_SIZE, fc_layers_size=config.FPN_CLASSIF_FC_LAYERS_SIZE,
             dropout=config.CLASSIFIER_DROPOUT, **heads)
-        # Positive ROIs come first: the mask head and its loss run on those rows alone.
-        num_pos = positive_roi_count(config)
+        # Positive ROIs come first, shuffled: the mask head and its loss run on those rows
+        # alone, on the first MASK_ROIS_PER_IMAGE of them when that is set.
+        num_mask = mask_roi_count(config)
         mask_rois, mask_class_ids, target_mask = LeadingRows(name="positive_rows")(
-            [target_class_ids[:, :num_pos], rois[:, :num_pos], target_class_ids[:, :num_pos],
-             target_mask])
+            [target_class_ids[:, :num_mask], rois[:, :num_mask],
+             target_class_ids[:, :num_mask], target_mask[:, :num_mask]])
         mrcnn_mask = build_fpn_mask_graph(mask_rois, pool_size=config.MASK_POOL_SIZE, **heads)
         output_rois = KL.Identity(name="output_rois", **FLOAT32_LAYER)(rois)
         losses = [
@@ -419,6 +421,15 @@ class MaskRCNN:
         return [v for v in self.keras_model.trainable_variables
                 if "gamma" not in v.path and "beta" not in v.path]
 
+    def make_optimizer(self, learning_rate):
+        """The optimizer of train(), built for the weights trainable now: SGD with
+        config.LEARNING_MOMENTUM and per-tensor clipping at config.GRADIENT_CLIP_NORM, as
+        Matterport's (mrcnn/optimizer.py). `learning_rate`: a float or a schedule."""
+        optimizer = MomentumSGD(learning_rate, momentum=self.config.LEARNING_MOMENTUM,
+                                clipnorm=self.config.GRADIENT_CLIP_NORM)
+        optimizer.build(self.keras_model.trainable_variables)
+        return optimizer
+
     def _make_steps(self, optimizer):
         """tf.functions: train_step(batch) and eval_step(batch) -> (total, [5 losses])."""
         config, model = self.config, self.keras_model
@@ -475,10 +486,7 @@ class MaskRCNN:
         rate = schedule.learning_rate(config, learning_rate,
                                       first_step=self.epoch * config.STEPS_PER_EPOCH,
                                       total_steps=epochs * config.STEPS_PER_EPOCH)
-        optimizer = keras.optimizers.SGD(learning_rate=rate,
-                                         momentum=config.LEARNING_MOMENTUM,
-                                         clipnorm=config.GRADIENT_CLIP_NORM)
-        optimizer.build(self.keras_model.trainable_variables)
+        optimizer = self.make_optimizer(rate)
         train_step, eval_step = self._make_steps(optimizer)
         callbacks = keras.callbacks.CallbackList(custom_callbacks or [], model=self.keras_model)
         self.keras_model.stop_training = False

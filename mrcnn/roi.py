@@ -37,6 +37,17 @@ def positive_roi_count(config):
     return int(config.TRAIN_ROIS_PER_IMAGE * config.ROI_POSITIVE_RATIO)
 
 
+def mask_roi_count(config):
+    """Leading positive slots the mask head trains on: positive_roi_count(config), at most
+    config.MASK_ROIS_PER_IMAGE (None: no limit). ValueError for a limit under 1."""
+    limit = getattr(config, "MASK_ROIS_PER_IMAGE", None)
+    if limit is None:
+        return positive_roi_count(config)
+    if int(limit) != limit or limit < 1:
+        raise ValueError(f"MASK_ROIS_PER_IMAGE must be None or a whole number >= 1, not {limit!r}")
+    return min(positive_roi_count(config), int(limit))
+
+
 class LeadingRows(Float32Layer):
     """Cut [B, N, ...] tensors to their first k rows, k = the largest number of valid rows
     of any image (at least 1), where valid rows come first in every image.

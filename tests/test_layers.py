@@ -310,6 +310,26 @@ def test_mrcnn_mask_loss_is_bce_of_the_target_class_channel():
         expected, rel=1e-5)
 
 
+@pytest.mark.parametrize("mode", ["matterport", "sgd"])
+def test_l2_penalty_value_and_gradient_follow_its_mode(mode):
+    """matterport: wd * sum(w^2) / size(w), gradient 2 wd w / size(w); sgd: (wd / 2) sum(w^2),
+    gradient wd w (torchvision's weight decay)."""
+    values = [np.arange(6, dtype=np.float32).reshape(2, 3) - 2, np.array([0.5, -3.], np.float32)]
+    weights = [tf.Variable(v) for v in values]
+    with tf.GradientTape() as tape:
+        term = losses.l2_penalty(0.1, mode)(weights)
+    grads = tape.gradient(term, weights)
+    if mode == "matterport":
+        expected = sum(0.1 * np.sum(v ** 2) / v.size for v in values)
+        expected_grads = [2 * 0.1 * v / v.size for v in values]
+    else:
+        expected = sum(0.05 * np.sum(v ** 2) for v in values)
+        expected_grads = [0.1 * v for v in values]
+    assert float(term) == pytest.approx(expected, rel=1e-6)
+    for g, e in zip(grads, expected_grads):
+        np.testing.assert_allclose(g.numpy(), e, rtol=1e-6)
+
+
 def test_batch_pack_graph_takes_the_first_counts_of_each_row():
     from mrcnn.model import batch_pack_graph
     x = f32(np.arange(2 * 3 * 2).reshape(2, 3, 2))

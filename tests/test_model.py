@@ -59,6 +59,52 @@ def test_training_graph_contract(tmp_path, shapes):
         assert value.shape == (1,) and np.isfinite(value).all() and value[0] >= 0
 
 
+def test_mask_rois_per_image_limits_the_mask_heads_rows(tmp_path, shapes):
+    """MASK_ROIS_PER_IMAGE = 2: the mask head trains on the first 2 positive ROIs of the
+    sampled ones (the same boxes as the classifier's first rows), at least 1 row."""
+    import keras
+    from mrcnn.roi import mask_roi_count, positive_roi_count
+
+    class Capped(TinyConfig):
+        BACKBONE = "small"
+        PROPOSALS_INCLUDE_GT = True
+        MASK_ROIS_PER_IMAGE = 2
+    config = Capped()
+    assert positive_roi_count(config) == 10 and mask_roi_count(config) == 2
+    model = modellib.MaskRCNN("training", config, str(tmp_path))
+    km = model.keras_model
+    probe = keras.Model(km.inputs, [km.get_layer("proposal_targets").output[:2],
+                                    km.get_layer("positive_rows").output[:2]] + km.outputs[-5:])
+    batches = TrainingInput(shapes[0], config, seed=0).batches()
+    seen = set()
+    for _ in range(6):
+        (rois, class_ids), (mask_rois, mask_ids), *losses = probe(
+            [tf.constant(x) for x in next(batches)], training=True)
+        positives = int(np.sum(class_ids.numpy() > 0))
+        seen.add(positives)
+        assert mask_rois.shape[1] == max(1, min(positives, 2))
+        k = mask_rois.shape[1]
+        np.testing.assert_array_equal(mask_rois.numpy(), rois.numpy()[:, :k])
+        np.testing.assert_array_equal(mask_ids.numpy(), class_ids.numpy()[:, :k])
+        assert all(np.isfinite(x.numpy()).all() for x in losses)
+    batches.close()
+    assert max(seen) > 2        # the limit did cut rows in some batch
+
+
+@pytest.mark.parametrize("limit, expected", [(None, 10), (4, 4), (1, 1), (50, 10),
+                                             (0, ValueError), (2.5, ValueError)])
+def test_mask_roi_count_follows_the_limit(limit, expected):
+    from mrcnn.roi import mask_roi_count
+
+    class Limited(TinyConfig):
+        MASK_ROIS_PER_IMAGE = limit
+    if expected is ValueError:
+        with pytest.raises(ValueError, match="MASK_ROIS_PER_IMAGE"):
+            mask_roi_count(Limited())
+    else:
+        assert mask_roi_count(Limited()) == expected
+
+
 def test_layer_names_follow_matterport(inference_model):
     names = {layer.name for layer in inference_model.keras_model.layers}
     for name in ["conv1", "bn_conv1", "res2a_branch2a", "bn2a_branch1", "res4f_branch2c",
