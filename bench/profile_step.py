@@ -1,15 +1,16 @@
 """Where a training step and an inference spend their time, stage by stage.
 
-    python3 bench/profile_step.py [--size 768] [--threads N] [--steps 3] [--config seed|wbc]
-                                  [--dtype auto|float32|bfloat16] [--pyramid-min-level 2|3]
-                                  [--inference-only]
+    python3 bench/profile_step.py [--size 768] [--threads N] [--steps 3]
+                                  [--config seed|wbc|recipe] [--dtype auto|float32|bfloat16]
+                                  [--pyramid-min-level 2|3] [--inference-only]
 
 Times cumulative prefixes of the real graphs (Keras sub-models cut at a stage's last layer):
-forward only, and forward + backward to the trainable weights of the config's layers (3+)
-with the sum of the means of all outputs so far as a stand-in loss. A stage's cost is the difference
-between its prefix and the previous one. The last row of each table is the real step
-(train_step with the optimizer; detect() with molding and unmolding). Prints a Markdown
-table per mode and one JSON line. A benchmark: it prints figures and asserts nothing.
+forward only, and forward + backward to the trainable weights of the config's layers (3+;
+all for `recipe`) with the sum of the means of all outputs so far as a stand-in loss. A
+stage's cost is the difference between its prefix and the previous one. The last row of
+each table is the real step (train_step with the optimizer; detect() with molding and
+unmolding). Prints a Markdown table per mode and one JSON line. A benchmark: it prints
+figures and asserts nothing.
 """
 import json
 import os

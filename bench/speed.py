@@ -1,6 +1,6 @@
 """Time a training step and an inference at SIZE x SIZE and print one JSON line.
 
-    python3 bench/speed.py [--size 768] [--threads N] [--steps 5] [--config seed|wbc]
+    python3 bench/speed.py [--size 768] [--threads N] [--steps 5] [--config seed|wbc|recipe]
                            [--peer-python PATH]
 
 `seed` is the original WBC configuration (resnet50, layers 3+, RPN on P2-P6, batch 1,

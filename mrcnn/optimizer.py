@@ -13,7 +13,7 @@ separate element-wise operations, each a pass over memory, and the recipe's mode
 weights: its update took 0.113 s per step on 2 cores of an AMD EPYC Zen 3, a fifth of the
 step. TensorFlow's ResourceApplyKerasMomentum does the momentum update in one pass, and the
 clipping factor is folded into the rate passed to it (lr * factor), so clipping costs one
-norm per tensor: 0.044 s (README, "Measured figures").
+norm per tensor: 0.044 s (bench/README.md, "The recipe's step without bfloat16").
 """
 import tensorflow as tf
 
