@@ -23,6 +23,7 @@ sys.path.insert(0, os.path.join(ROOT, "bench"))
 from speed import (TwoCells, bench_arguments, make_config, start_tensorflow, timed,
                    trained_layers)  # noqa: E402
 
+
 def train_stages(config):
     """[(stage, layer names whose outputs end the prefix)] of the training graph."""
     if config.BACKBONE == "small":

@@ -38,7 +38,7 @@ from mrcnn.losses import (l2_penalty, mrcnn_bbox_loss_graph, mrcnn_class_loss_gr
                           smooth_l1_loss)
 from mrcnn.roi import (DetectionLayer, DetectionTargetLayer, LeadingRows,  # noqa: F401
                        PadRowsTo, PyramidROIAlign, log2_graph, mask_roi_count,
-                       parse_image_meta_graph, positive_roi_count)
+                       parse_image_meta_graph)
 from mrcnn.np_images import normalize_colors
 from mrcnn.optimizer import MomentumSGD
 from mrcnn.precision import FLOAT32_LAYER, Float32Layer
@@ -275,7 +275,7 @@ class MaskRCNN:
         num_mask = mask_roi_count(config)
         mask_rois, mask_class_ids, target_mask = LeadingRows(name="positive_rows")(
             [target_class_ids[:, :num_mask], rois[:, :num_mask],
-             target_class_ids[:, :num_mask], target_mask[:, :num_mask]])
+             target_class_ids[:, :num_mask], target_mask])
         mrcnn_mask = build_fpn_mask_graph(mask_rois, pool_size=config.MASK_POOL_SIZE, **heads)
         output_rois = KL.Identity(name="output_rois", **FLOAT32_LAYER)(rois)
         losses = [

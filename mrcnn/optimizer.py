@@ -45,9 +45,12 @@ class MomentumSGD:
                                                  name="momentum")
 
     def apply_gradients(self, pairs):
-        """One step for [(gradient, variable), ...]; every variable must have been built."""
+        """One step for [(gradient, variable), ...]; every variable must have been built.
+        A variable whose gradient is None is left as it is (as Keras does)."""
         rate = self.learning_rate
         for g, w in pairs:
+            if g is None:
+                continue
             g = tf.cast(tf.convert_to_tensor(g), w.dtype)
             lr = tf.cast(rate, w.dtype)
             if self.clipnorm is not None:
@@ -57,4 +60,3 @@ class MomentumSGD:
                 var=w.handle, accum=self._slots[id(w)].handle, lr=lr, grad=g,
                 momentum=tf.constant(self.momentum, w.dtype), use_nesterov=False)
         self.iterations.assign_add(1)
-

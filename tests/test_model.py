@@ -73,12 +73,12 @@ def test_mask_rois_per_image_limits_the_mask_heads_rows(tmp_path, shapes):
     assert positive_roi_count(config) == 10 and mask_roi_count(config) == 2
     model = modellib.MaskRCNN("training", config, str(tmp_path))
     km = model.keras_model
-    probe = keras.Model(km.inputs, [km.get_layer("proposal_targets").output[:2],
-                                    km.get_layer("positive_rows").output[:2]] + km.outputs[-5:])
+    probe = keras.Model(km.inputs, [km.get_layer("proposal_targets").output,
+                                    km.get_layer("positive_rows").output] + km.outputs[-5:])
     batches = TrainingInput(shapes[0], config, seed=0).batches()
     seen = set()
     for _ in range(6):
-        (rois, class_ids), (mask_rois, mask_ids), *losses = probe(
+        (rois, class_ids, _, masks), (mask_rois, mask_ids, mask_targets), *losses = probe(
             [tf.constant(x) for x in next(batches)], training=True)
         positives = int(np.sum(class_ids.numpy() > 0))
         seen.add(positives)
@@ -86,6 +86,7 @@ def test_mask_rois_per_image_limits_the_mask_heads_rows(tmp_path, shapes):
         k = mask_rois.shape[1]
         np.testing.assert_array_equal(mask_rois.numpy(), rois.numpy()[:, :k])
         np.testing.assert_array_equal(mask_ids.numpy(), class_ids.numpy()[:, :k])
+        np.testing.assert_array_equal(mask_targets.numpy(), masks.numpy()[:, :k])
         assert all(np.isfinite(x.numpy()).all() for x in losses)
     batches.close()
     assert max(seen) > 2        # the limit did cut rows in some batch

@@ -72,3 +72,26 @@ def test_momentum_carries_over_between_steps():
     opt.apply_gradients([(tf.constant([1.]), w)])      # m = -0.5,  w = 0.5
     opt.apply_gradients([(tf.constant([0.]), w)])      # m = -0.45, w = 0.05
     np.testing.assert_allclose(w.numpy(), [0.05], atol=1e-7)
+
+
+def test_a_none_gradient_leaves_its_variable_alone():
+    w, frozen = tf.Variable([1.]), tf.Variable([2.])
+    opt = MomentumSGD(0.5, momentum=0.9)
+    opt.build([w, frozen])
+    opt.apply_gradients([(tf.constant([1.]), w), (None, frozen)])
+    assert w.numpy()[0] == 0.5 and frozen.numpy()[0] == 2.
+
+
+def test_train_uses_the_configs_momentum_and_clip_norm(tmp_path):
+    from conftest import TinyConfig
+    from mrcnn import model as modellib
+
+    class Tuned(TinyConfig):
+        BACKBONE = "small"
+        LEARNING_MOMENTUM = 0.8
+        GRADIENT_CLIP_NORM = 2.0
+    model = modellib.MaskRCNN("training", Tuned(), str(tmp_path))
+    optimizer = model.make_optimizer(0.01)
+    assert isinstance(optimizer, MomentumSGD)
+    assert (optimizer.momentum, optimizer.clipnorm) == (0.8, 2.0)
+    assert float(optimizer.learning_rate) == pytest.approx(0.01)
