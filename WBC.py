@@ -778,8 +778,8 @@ def build_parser():
 
     def model_flags(p):
         p.add_argument("--weights", default=None,
-                       help="last|PATH (default last = newest checkpoint under --logs); "
-                       "PATH,PATH,... merges the detections of several runs (an ensemble, with "
+                       help="last|none|PATH (default last = newest checkpoint under --logs; "
+                       "none: an untrained model); PATH,PATH,... merges the detections of several runs (an ensemble, with "
                        "the first run's threshold)")
         p.add_argument("--logs", default=DEFAULT_LOGS, help="training runs folder (default logs)")
         p.add_argument("--threads", type=number(int, 1), default=None,
@@ -807,7 +807,8 @@ def build_parser():
                    help="start a new run at epoch 0 from the --weights checkpoint (fine-tuning, "
                         "e.g. after pretraining on synth --single-cells; learning rate 0.001 "
                         "unless --lr) instead of continuing that checkpoint's run from its epoch")
-    p.add_argument("--steps-per-epoch", type=number(int, 1), default=None)
+    p.add_argument("--steps-per-epoch", type=number(int, 1), default=None,
+                   help="training batches per epoch (default 200; the run's own on resume)")
     p.add_argument("--validation-steps", type=number(int, 1), default=None,
                    help="validation batches per epoch (default 15)")
     p.add_argument("--layers", default=None,
@@ -817,7 +818,8 @@ def build_parser():
                    help="learning rate (default 0.005 with --weights=none, else 0.001; the run's "
                         "own on resume, but not with --new-run)")
     p.add_argument("--image-size", type=number(int), default=None,
-                   help="square side, multiple of 64")
+                   help="square side in px, a multiple of 64, at least 128 (default 512; "
+                        "pick the size that makes cells 100-200 px)")
     p.add_argument("--backbone", choices=["resnet50", "resnet101", "small"], default=None,
                    help="default small with --weights=none (the from-scratch recipe), "
                         "else resnet50; small has no pretrained weights")
@@ -868,13 +870,15 @@ def build_parser():
             "convert the LISC archive into the dataset layout with a train/val split")
     p.add_argument("--source", required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--val-fraction", type=number(float), default=0.2)
+    p.add_argument("--val-fraction", type=number(float, 0, 1), default=0.2,
+                   help="share of each class's images put in val, in [0, 1) (default 0.2)")
     p.add_argument("--seed", type=number(int, 0), default=0)
 
     p = add("synth", cmd_synth, "python3 WBC.py synth --out=WBC-synth --images=200",
             "draw synthetic blood smears in the dataset layout")
     p.add_argument("--out", required=True)
-    p.add_argument("--images", type=number(int), default=100)
+    p.add_argument("--images", type=number(int, 1), default=100,
+                   help="how many images to draw (default 100)")
     p.add_argument("--size", type=number(int), default=512,
                    help="side of each smear in px (default 512); with --single-cells, the "
                         "smallest smear the cells are cut from")
@@ -889,7 +893,8 @@ def build_parser():
     p.add_argument("--out", default="demo", help="demo folder (default demo/)")
     p.add_argument("--minutes", type=number(float, 0, low_open=True), default=7.0,
                    help="training time (default 7)")
-    p.add_argument("--threads", type=number(int, 1), default=None)
+    p.add_argument("--threads", type=number(int, 1), default=None,
+                   help="CPU threads (default: all)")
     return parser
 
 

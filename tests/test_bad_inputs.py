@@ -679,12 +679,13 @@ def flag_cases(top, data):
                                  "--weights=w.h5"], ["only one"]),
         ("results-missing", ["evaluate", f"--dataset={data}", f"--results={top / 'r.json'}"],
          ["file not found"]),
-        ("synth-zero-images", ["synth", f"--out={top / 's'}", "--images=0"], ["images"]),
+        ("synth-zero-images", ["synth", f"--out={top / 's'}", "--images=0"],
+         ["--images", "at least 1"]),
         ("synth-tiny-size", ["synth", f"--out={top / 's'}", "--size=8"], ["size"]),
         ("synth-out-under-a-file", ["synth", f"--out={top / 'a-file' / 's'}"],
          ["a-file", "Not a directory"]),
         ("val-fraction-1.5", ["import-lisc", f"--source={top}", f"--out={top / 'o'}",
-                              "--val-fraction=1.5"], ["val_fraction"]),
+                              "--val-fraction=1.5"], ["--val-fraction", "at most 1"]),
     ]
 
 
