@@ -779,17 +779,20 @@ def build_parser():
     def model_flags(p):
         p.add_argument("--weights", default=None,
                        help="last|none|PATH (default last = newest checkpoint under --logs; "
-                       "none: an untrained model); PATH,PATH,... merges the detections of several runs (an ensemble, with "
-                       "the first run's threshold)")
+                       "none: an untrained model); PATH,PATH,... merges the detections of "
+                       "several runs (an ensemble, with the first run's threshold)")
         p.add_argument("--logs", default=DEFAULT_LOGS, help="training runs folder (default logs)")
-        p.add_argument("--threads", type=number(int, 1), default=None,
-                       help="CPU threads (default: all)")
+        threads_flag(p)
         precision_flag(p)
         p.add_argument("--min-confidence", type=number(float, 0, 1), default=None,
                        help="lowest score of a detection (default: the run's, 0.7)")
         p.add_argument("--tta", action="store_true",
                        help="test-time augmentation: detect on the 8 turned and mirrored views "
                             "of each image and merge (8x the time; names more cells right)")
+
+    def threads_flag(p):
+        p.add_argument("--threads", type=number(int, 1), default=None,
+                       help="CPU threads (default: all)")
 
     def precision_flag(p):
         p.add_argument("--precision", choices=["auto", "float32", "bfloat16"], default=None,
@@ -827,8 +830,7 @@ def build_parser():
                    help=f"{'|'.join(AUGMENTATIONS)} (default: default, the run's own on resume)")
     p.add_argument("--time-limit", default=None, help="e.g. 8h: save and stop cleanly then")
     p.add_argument("--seed", type=number(int, 0), default=None)
-    p.add_argument("--threads", type=number(int, 1), default=None,
-                   help="CPU threads (default: all)")
+    threads_flag(p)
     p.add_argument("--lr-schedule", choices=["constant", "cosine"], default=None,
                    help="constant (Matterport) or cosine down to 0 at --epochs (default: "
                         "WBCConfig's)")
@@ -893,8 +895,7 @@ def build_parser():
     p.add_argument("--out", default="demo", help="demo folder (default demo/)")
     p.add_argument("--minutes", type=number(float, 0, low_open=True), default=7.0,
                    help="training time (default 7)")
-    p.add_argument("--threads", type=number(int, 1), default=None,
-                   help="CPU threads (default: all)")
+    threads_flag(p)
     return parser
 
 
