@@ -393,6 +393,7 @@ def cmd_train(args):
     check_layers_match(model, layers)
     lr = args.lr if args.lr is not None else config.LEARNING_RATE
     stop = StopControl(config.STEPS_PER_EPOCH, time_limit)
+    review = EpochReview(model, lr)
     restore = install_signal_handlers(stop)
     config.display()
     print(f"Weights: {source}")
@@ -409,7 +410,7 @@ def cmd_train(args):
         model.checkpoint_settings = dict(config.to_dict(), LAYERS=layers, LEARNING_RATE=lr)
         write_json(os.path.join(model.log_dir, "config.json"), model.checkpoint_settings,
                    indent=1)
-        callbacks = [stop] + curves_callback(model)
+        callbacks = [stop, review]
         model.train(train_set, val_set, learning_rate=lr, epochs=args.epochs, layers=layers,
                     augmentation=augmentation(config.AUGMENTATION, train_set, config),
                     custom_callbacks=callbacks, seed=args.seed,
@@ -421,6 +422,9 @@ def cmd_train(args):
     finally:
         restore()
     last = model.last_checkpoint    # a stopped epoch is saved too
+    if review.warning:
+        print("The training loss diverged: see the warning above and curves.png in "
+              f"{model.log_dir}")
     # A stop that came during the last epoch's validation found the training done.
     stopped = stop.reason if model.epoch < args.epochs or stop.cut_short else None
     if stopped == "time":
@@ -506,16 +510,31 @@ def install_signal_handlers(stop):
     return lambda: [signal.signal(s, h) for s, h in previous.items()]
 
 
-def curves_callback(model):
-    """A callback that redraws <log_dir>/curves.png after every epoch."""
-    from wbc.report import plot_loss_curves
+class EpochReview(Callback):
+    """After every epoch, from <log_dir>/losses.csv (written just before): redraws
+    curves.png and prints a warning when the training loss has diverged (wbc/divergence.py;
+    only a run's first divergence, and only if confirmed after training started or resumed:
+    a resumed run was warned before); `warning` keeps its text."""
 
-    class Curves(Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            csv_path = os.path.join(model.log_dir, "losses.csv")
-            if os.path.isfile(csv_path):
-                plot_loss_curves(csv_path, os.path.join(model.log_dir, "curves.png"))
-    return [Curves()]
+    def __init__(self, model, learning_rate):
+        self.run = model
+        self.learning_rate = learning_rate
+        self.start_epoch = model.epoch
+        self.warning = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        from wbc.divergence import divergence_message, find_divergence
+        from wbc.report import plot_loss_curves, read_losses
+        csv_path = os.path.join(self.run.log_dir, "losses.csv")
+        if not os.path.isfile(csv_path):
+            return
+        plot_loss_curves(csv_path, os.path.join(self.run.log_dir, "curves.png"))
+        if self.warning is None:
+            _, data = read_losses(csv_path)
+            found = find_divergence(data["epoch"], data.get("loss", []))
+            if found is not None and found.confirmed_epoch > self.start_epoch:
+                self.warning = divergence_message(found, self.learning_rate)
+                print(self.warning, file=sys.stderr, flush=True)
 
 
 def print_data_summary(dataset_dir):

@@ -27,6 +27,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from mrcnn.durable import create_temporary_folder, fsync_folder, replacing  # noqa: E402
 from wbc.coco_format import to_coco_results  # noqa: E402
+from wbc.divergence import find_divergence  # noqa: E402
 from wbc.errors import UserError  # noqa: E402
 from wbc.evaluate import SCHEMA, _jsonable, evaluate, load_coco_results  # noqa: E402
 
@@ -579,7 +580,10 @@ def evaluate_results_file(results_path, gts, class_names, out_dir=None, meta=Non
 #  Training curves
 ############################################################
 
-def _read_losses(csv_path):
+def read_losses(csv_path):
+    """Read the trainer's losses.csv: (its column names, {column: float array [epochs]} in
+    epoch order, an empty or unreadable cell as NaN). UserError when it cannot be read or
+    holds no epoch."""
     csv_path = os.fspath(csv_path)
     try:
         with open(csv_path, newline="", encoding="utf-8") as f:
@@ -613,10 +617,22 @@ def _read_losses(csv_path):
     return fields, {k: v[order] for k, v in data.items()}
 
 
+def _mark_divergence(ax, epochs, losses):
+    """Mark a lasting jump of the training loss on its axes: a line at the jump's epoch and
+    the level the loss did not come back under."""
+    found = find_divergence(epochs, losses)
+    if found is None:
+        return
+    ax.axvline(found.jump_epoch, color="#ff7f0e", lw=1.5, ls=":",
+               label=f"diverged? (epoch {found.jump_epoch:g})")
+    ax.axhline(found.level, color="#ff7f0e", lw=0.8, alpha=0.6)
+
+
 def plot_loss_curves(csv_path, png_path):
     """Draw curves.png from the trainer's losses.csv: one panel per loss, training and (when
-    present) validation per epoch. Written atomically; returns png_path."""
-    fields, data = _read_losses(csv_path)
+    present) validation per epoch; a lasting jump of the total training loss (divergence.py)
+    is marked on its panel. Written atomically; returns png_path."""
+    fields, data = read_losses(csv_path)
     losses = [f for f in fields
               if f not in ("epoch", "lr", "seconds") and not f.startswith("val_")
               and np.any(np.isfinite(data[f]))]
@@ -643,6 +659,8 @@ def plot_loss_curves(csv_path, png_path):
         val = data.get("val_" + name)
         if val is not None and np.any(np.isfinite(val)):
             ax.plot(epochs, val, "s--", color="#d62728", ms=4, label="validation")
+        if name == "loss" and name in data:
+            _mark_divergence(ax, epochs, data[name])
         ax.set_title("total loss" if name == "loss" else name.replace("_", " "), fontsize=10)
         ax.set_xlabel("epoch")
         ax.set_ylabel("loss")
