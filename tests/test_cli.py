@@ -179,7 +179,8 @@ def test_train_resume_detect_evaluate(tmp_path, synth_data):
     saved = json.loads((run_dir / "config.json").read_text())
     assert (saved["IMAGE_MAX_DIM"], saved["COLOR_NORMALIZATION"]) == (128, "per-image")
     # --weights=none trains with the from-scratch recipe (WBCConfig + SCRATCH_RECIPE)
-    assert (saved["BACKBONE"], saved["LEARNING_RATE"], saved["TRAIN_BN"]) == ("small", 0.005, False)
+    recipe = (saved["BACKBONE"], saved["LEARNING_RATE"], saved["TRAIN_BN"])
+    assert recipe == ("small", 0.0025, False)
     assert saved["LOSS_WEIGHTS"]["mrcnn_class_loss"] == 3 and saved["TRAIN_ROIS_PER_IMAGE"] == 32
     # resumed without the flags: steps per epoch and augmentation are the run's own
     second = run("train", "--weights=last", "--epochs=2", f"--dataset={synth_data}",
