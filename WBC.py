@@ -208,6 +208,9 @@ def augmentation(kind, train_set=None, config=None):
     """
     if kind == "none":
         return None
+    # albumentations asks PyPI for a newer release on import (2 s timeout, a warning when
+    # offline): training must not touch the network.
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     import albumentations as A
     ops = [A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5), A.RandomRotate90(p=0.5),
            A.RandomBrightnessContrast(0.1, 0.1, p=0.5),

@@ -199,6 +199,25 @@ def test_restyle_augmentation_takes_a_training_images_colours_and_keeps_the_mask
     assert not any(blue_cast(default) for _ in range(10))
 
 
+def test_augmentation_does_not_ask_the_network_for_updates():
+    """albumentations checks PyPI for a newer release on import unless told not to."""
+    import subprocess
+    import sys
+    from conftest import ROOT
+    probe = ("import socket, urllib.request\n"
+             "def refuse(*args, **kwargs):\n"
+             "    raise SystemExit('network opened: ' + repr(args[1:2]))\n"
+             "urllib.request.OpenerDirector.open = refuse\n"
+             "socket.create_connection = refuse\n"
+             "import WBC\n"
+             "WBC.augmentation('default')\n"
+             "print('offline')\n")
+    env = {k: v for k, v in os.environ.items() if k != "NO_ALBUMENTATIONS_UPDATE"}
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "offline", result.stderr
+
+
 class CountingColourDataset(OneColourDataset):
     """OneColourDataset that records which images were loaded from 'disk'."""
 
