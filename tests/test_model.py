@@ -2,6 +2,8 @@
 (Matterport's layout), checkpoints, resume and learning."""
 import csv
 import os
+import subprocess
+import sys
 
 import h5py
 import keras
@@ -9,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import TinyConfig
+from conftest import ROOT, TinyConfig
 from matterport_h5 import write_full_model_h5, write_matterport_h5
 from mrcnn import model as modellib
 from mrcnn.config import Config
@@ -201,9 +203,6 @@ def test_restyle_augmentation_takes_a_training_images_colours_and_keeps_the_mask
 
 def test_augmentation_does_not_ask_the_network_for_updates():
     """albumentations checks PyPI for a newer release on import unless told not to."""
-    import subprocess
-    import sys
-    from conftest import ROOT
     probe = ("import socket, urllib.request\n"
              "def refuse(*args, **kwargs):\n"
              "    raise SystemExit('network opened: ' + repr(args[1:2]))\n"
