@@ -29,7 +29,7 @@ from PIL import Image
 
 import badfiles
 import WBC
-from conftest import ROOT
+from conftest import ROOT, cli
 from matterport_h5 import write_matterport_h5
 from test_dataset import H, W, disc, make_pair, save, smear, tree_hash
 from wbc.dataset import check_dataset, read_image
@@ -37,17 +37,6 @@ from wbc.errors import UserError
 
 
 # ----------------------------------------------------------------------------- helpers
-def cli(*argv):
-    """WBC.main(argv) in this process: (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = WBC.main([str(a) for a in argv])
-        except SystemExit as exc:
-            code = exc.code
-    return code, out.getvalue(), err.getvalue()
-
-
 def assert_one_line_error(code, err, words):
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2, (code, err)

@@ -1,4 +1,6 @@
-"""WBC.py run as a user would (subprocesses) on tiny synthetic data."""
+"""WBC.py run as a user would on tiny synthetic data: each command's first run of a flow as
+a subprocess, as a user runs it; reruns and error cases in this process (`here`), which
+saves a Python and TensorFlow start-up (about 9 s on a slow CPU) per call."""
 import csv
 import json
 import os
@@ -6,13 +8,15 @@ import shutil
 import signal
 import subprocess
 import sys
+import types
 
 import h5py
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, SHARED_DATA
+import WBC as wbc_module
+from conftest import ROOT, SHARED_DATA, cli
 from matterport_h5 import write_matterport_h5
 
 WBC = os.path.join(ROOT, "WBC.py")
@@ -22,6 +26,12 @@ def run(*args, cwd=None, timeout=600, env=None):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(env or {}))
     return subprocess.run([sys.executable, WBC] + list(args), capture_output=True, text=True,
                           cwd=cwd, timeout=timeout, env=env, stdin=subprocess.DEVNULL)
+
+
+def here(*args):
+    """`python3 WBC.py ARGS` in this process, with `run`'s result attributes."""
+    code, out, err = cli(*args)
+    return types.SimpleNamespace(returncode=code, stdout=out, stderr=err)
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +45,7 @@ def synth_data(tmp_path_factory):
 def test_help_of_every_command_has_an_example():
     for command in ["train", "evaluate", "detect", "predict", "check", "import-lisc", "synth",
                     "demo"]:
-        result = run(command, "--help")
+        result = here(command, "--help")
         assert result.returncode == 0 and "example:" in result.stdout, command
 
 
@@ -48,7 +58,7 @@ def test_check_reports_a_usable_dataset(synth_data):
 def test_bad_input_is_one_line_and_exit_2(tmp_path):
     image = tmp_path / "cell.png"
     Image.new("RGB", (64, 48)).save(image)
-    check = run("check", f"--dataset={tmp_path / 'missing'}")
+    check = here("check", f"--dataset={tmp_path / 'missing'}")
     assert check.returncode == 2 and "dataset folder not found" in check.stdout
     cases = [
         ("train", f"--dataset={tmp_path / 'missing'}", "--weights=none"),
@@ -61,15 +71,15 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path):
         ("detect", f"--image={image}", "--weights=last,missing.h5"),
     ]
     for args in cases:
-        result = run(*args)
+        result = here(*args)
         assert result.returncode == 2, (args, result.stdout, result.stderr)
         assert "Traceback" not in result.stderr, args
         errors = [l for l in result.stderr.splitlines() if l.startswith("error:")]
         assert len(errors) == 1, (args, result.stderr)
-    assert run("frobnicate").returncode == 2
+    assert here("frobnicate").returncode == 2
 
 
-def test_bad_weight_files_are_one_line_errors(tmp_path, synth_data):
+def test_bad_weight_files_are_one_line_errors(tmp_path, synth_data, monkeypatch):
     truncated = tmp_path / "mask_rcnn_coco.h5"
     truncated.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
     other = tmp_path / "other.h5"
@@ -79,12 +89,12 @@ def test_bad_weight_files_are_one_line_errors(tmp_path, synth_data):
              (f"--weights={truncated}", "not a readable HDF5"),
              (f"--weights={other}", "exclude=")]
     for weights, message in cases:
-        result = run("train", f"--dataset={synth_data}", weights, "--image-size=128",
-                     f"--logs={tmp_path / 'logs'}")
+        result = here("train", f"--dataset={synth_data}", weights, "--image-size=128",
+                      f"--logs={tmp_path / 'logs'}")
         assert result.returncode == 2, (weights, result.stdout, result.stderr)
         assert "Traceback" not in result.stderr and message in result.stderr, result.stderr
-    result = run("train", f"--dataset={synth_data}", "--weights=coco", "--image-size=128",
-                 env={"WBC_COCO_WEIGHTS": str(truncated)})
+    monkeypatch.setattr(wbc_module, "COCO_WEIGHTS_PATH", str(truncated))   # WBC_COCO_WEIGHTS
+    result = here("train", f"--dataset={synth_data}", "--weights=coco", "--image-size=128")
     assert result.returncode == 2 and "truncated download" in result.stderr
 
 
@@ -203,7 +213,7 @@ def test_train_resume_detect_evaluate(tmp_path, synth_data):
     fresh_config = json.loads((fresh_dir / "config.json").read_text())
     assert (fresh_config["BACKBONE"], fresh_config["LEARNING_RATE"]) == ("small", 0.001)
     assert sorted(p.name for p in run_dir.iterdir()) == before     # the source run untouched
-    refused = run("train", "--weights=none", "--new-run", *common)
+    refused = here("train", "--weights=none", "--new-run", *common)
     assert refused.returncode == 2 and "--new-run" in refused.stderr, refused.stderr
 
     images = synth_data / "val" / "image"
@@ -225,12 +235,12 @@ def test_train_resume_detect_evaluate(tmp_path, synth_data):
         rows = list(csv.DictReader(f))
     assert len(rows) == len(stems) and "Neutrophil %" in rows[0]
     before = {p: p.stat().st_mtime_ns for p in out.glob("*_overlay.png")}
-    again = run(*args)
+    again = here(*args)
     assert again.returncode == 0 and "already done" in again.stdout
     assert {p: p.stat().st_mtime_ns for p in out.glob("*_overlay.png")} == before
     another = next(p for d in images.iterdir() if d != folder for p in d.iterdir())
-    other = run("detect", f"--image={another}", f"--out={out}",     # other weights, same --out
-                f"--weights={run_dir / 'mask_rcnn_wbc_0001.h5'}")
+    other = here("detect", f"--image={another}", f"--out={out}",     # other weights, same --out
+                 f"--weights={run_dir / 'mask_rcnn_wbc_0001.h5'}")
     assert other.returncode == 2 and "holds detections made with" in other.stderr, other.stderr
     assert {p: p.stat().st_mtime_ns for p in out.glob("*_overlay.png")} == before
     # Another file of a done image's name is an error, not "done"; images added later are
@@ -240,12 +250,12 @@ def test_train_resume_detect_evaluate(tmp_path, synth_data):
     day2.mkdir()
     done = next(folder.iterdir())
     shutil.copy(done, day2 / done.name)
-    clash = run("detect", f"--images={day2}", f"--logs={logs}", f"--out={grown}",
-                "--min-confidence=0")
+    clash = here("detect", f"--images={day2}", f"--logs={logs}", f"--out={grown}",
+                 "--min-confidence=0")
     assert clash.returncode == 2 and "holds the results of" in clash.stderr, clash.stderr
     (day2 / done.name).rename(day2 / f"new_{done.name}")
-    added = run("detect", f"--images={day2}", f"--logs={logs}", f"--out={grown}",
-                "--min-confidence=0")
+    added = here("detect", f"--images={day2}", f"--logs={logs}", f"--out={grown}",
+                 "--min-confidence=0")
     assert added.returncode == 0, added.stdout + added.stderr
     assert f"{len(stems) + 1} images, {len(stems)} of them from earlier runs" in added.stdout
     with open(grown / "counts.csv") as f:
@@ -257,8 +267,8 @@ def test_train_resume_detect_evaluate(tmp_path, synth_data):
     moved = tmp_path / "moved" / "model.h5"
     moved.parent.mkdir()
     moved.write_bytes((run_dir / "mask_rcnn_wbc_0002.h5").read_bytes())
-    alone = run("detect", f"--image={another}", f"--out={tmp_path / 'moved_out'}",
-                f"--weights={moved}")
+    alone = here("detect", f"--image={another}", f"--out={tmp_path / 'moved_out'}",
+                 f"--weights={moved}")
     assert alone.returncode == 0, alone.stdout + alone.stderr
 
     report = tmp_path / "eval"
@@ -270,36 +280,36 @@ def test_train_resume_detect_evaluate(tmp_path, synth_data):
     assert all(im["file_name"].split("/")[0] in classes for im in metrics["per_image"])
     for name in ["report.md", "confusion.png", "pr_curves.png", "worst.png"]:
         assert (report / name).is_file(), name
-    again = run("evaluate", f"--dataset={synth_data}", f"--results={report / 'detections.json'}",
-                f"--out={tmp_path / 'again'}",                       # the report's detections
-                f"--min-confidence={metrics['thresholds']['min_confidence']}")
+    again = here("evaluate", f"--dataset={synth_data}", f"--results={report / 'detections.json'}",
+                 f"--out={tmp_path / 'again'}",                       # the report's detections
+                 f"--min-confidence={metrics['thresholds']['min_confidence']}")
     assert again.returncode == 0, again.stdout + again.stderr
     rescored_metrics = json.loads((tmp_path / "again" / "metrics.json").read_text())
     for key in ("coco", "detection", "confusion", "per_class"):
         assert rescored_metrics[key] == metrics[key], key
-    rescored = run("evaluate", f"--dataset={synth_data}", f"--results={out / 'detections.json'}",
-                   f"--out={tmp_path / 'rescored'}")
+    rescored = here("evaluate", f"--dataset={synth_data}", f"--results={out / 'detections.json'}",
+                    f"--out={tmp_path / 'rescored'}")
     assert rescored.returncode == 0, rescored.stdout + rescored.stderr
 
     image = next(folder.iterdir())
-    tta = run("detect", f"--image={image}", f"--logs={logs}", f"--out={tmp_path / 'tta'}",
-              "--min-confidence=0", "--tta")
+    tta = here("detect", f"--image={image}", f"--logs={logs}", f"--out={tmp_path / 'tta'}",
+               "--min-confidence=0", "--tta")
     assert tta.returncode == 0, tta.stdout + tta.stderr
     assert "8 views" in tta.stdout and (tmp_path / "tta" / f"{image.stem}_overlay.png").is_file()
-    tta_eval = run("evaluate", f"--dataset={synth_data}", f"--logs={logs}", "--tta",
-                   f"--out={tmp_path / 'tta_eval'}")
+    tta_eval = here("evaluate", f"--dataset={synth_data}", f"--logs={logs}", "--tta",
+                    f"--out={tmp_path / 'tta_eval'}")
     assert tta_eval.returncode == 0, tta_eval.stdout + tta_eval.stderr
     assert json.loads((tmp_path / "tta_eval" / "metrics.json").read_text())["meta"]["tta"]
     checkpoints = [run_dir / f"mask_rcnn_wbc_000{epoch}.h5" for epoch in (1, 2)]
-    ensemble = run("evaluate", f"--dataset={synth_data}",
-                   "--weights=" + ",".join(map(str, checkpoints)))
+    ensemble = here("evaluate", f"--dataset={synth_data}",
+                    "--weights=" + ",".join(map(str, checkpoints)))
     assert ensemble.returncode == 0, ensemble.stdout + ensemble.stderr
     assert "ensemble of 2 models" in ensemble.stdout
     (report,) = run_dir.glob("mask_rcnn_wbc_0001_ensemble2-*_eval_val")
     meta = json.loads((report / "metrics.json").read_text())["meta"]
     assert meta["ensemble"] == 2 and str(checkpoints[1]) in meta["model"]
-    twice = run("evaluate", f"--dataset={synth_data}", f"--logs={logs}",     # same file
-                f"--weights=last,{run_dir}/./{checkpoints[1].name}")
+    twice = here("evaluate", f"--dataset={synth_data}", f"--logs={logs}",     # same file
+                 f"--weights=last,{run_dir}/./{checkpoints[1].name}")
     assert twice.returncode == 2 and "given twice" in twice.stderr, twice.stdout + twice.stderr
 
 

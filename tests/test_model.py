@@ -526,7 +526,6 @@ def test_set_trainable_layer_groups(tmp_path):
 def test_a_tiny_model_lowers_its_loss(tmp_path):
     class Learn(TinyConfig):
         STEPS_PER_EPOCH = 10
-        VALIDATION_STEPS = 4
     model = modellib.MaskRCNN("training", Learn(), str(tmp_path))
     history = model.train(ShapesDataset(40, 128, seed=1), ShapesDataset(10, 128, seed=2), 0.01,
                           6, "all", seed=0, progress=False)
