@@ -126,12 +126,13 @@ def saved_config(weights_path):
 
 
 # ----------------------------------------------------------------------------- helpers
-def parse_duration(text):
-    """'8h', '90m', '1h30m', '45s' or plain seconds -> seconds (float)."""
+def parse_duration(text, flag="--time-limit"):
+    """'8h', '90m', '1h30m', '45s' or plain seconds -> seconds (float); `flag` names the
+    flag in the error."""
     number = r"(\d+(?:\.\d+)?)"
     m = re.fullmatch(rf"\s*(?:{number}h)?\s*(?:{number}m)?\s*(?:{number}s?)?\s*", text or "")
     if not text or not m or not any(m.groups()):
-        raise UserError(f"--time-limit={text!r}: not a duration. Use e.g. 8h, 90m, 1h30m or 600s")
+        raise UserError(f"{flag}={text!r}: not a duration. Use e.g. 8h, 90m, 1h30m or 600s")
     h, mi, s = (float(g) if g else 0. for g in m.groups())
     return h * 3600 + mi * 60 + s
 
@@ -351,10 +352,58 @@ class StopControl(Callback):
             self.model.stop_training = True
 
 
+class TimeBudget(Callback):
+    """`train --time-budget`: after each epoch, moves the run's last epoch to the last one
+    that fits before `deadline` (a time.time() value), at most `most` (--epochs), and says so
+    when the plan changes (wbc/budget.py). StopControl stops at the deadline all the same, if
+    an epoch runs long."""
+
+    def __init__(self, model, deadline, most, clock=time.time):
+        self.run = model
+        self.deadline = deadline
+        self.most = most
+        self.clock = clock
+        self.durations = []
+        self.mark = None
+
+    def on_train_begin(self, logs=None):
+        self.mark = self.clock()
+
+    def on_epoch_end(self, epoch, logs=None):
+        from wbc.budget import epochs_that_fit, typical_epoch_seconds
+        now = self.clock()
+        self.durations.append(now - self.mark)
+        self.mark = now
+        planned = self.run.last_epoch
+        last = epochs_that_fit(self.run.epoch, self.durations, self.deadline - now, self.most)
+        if last != planned or len(self.durations) == 1:
+            self.run.set_last_epoch(last)
+            ends = ("the run ends now" if last <= self.run.epoch else
+                    f"the run ends after epoch {last}" + (
+                        ", where the learning rate's cosine reaches 0" if
+                        self.run.config.LEARNING_RATE_SCHEDULE == "cosine" else ""))
+            print(f"Time budget: {(self.deadline - now) / 60:.1f} min left, about "
+                  f"{typical_epoch_seconds(self.durations):.0f} s per epoch: {ends}",
+                  flush=True)
+
+
+def time_flags(args):
+    """(seconds to stop after or None, whether that is a --time-budget) from the flags."""
+    if args.time_limit is not None and args.time_budget is not None:
+        raise UserError("--time-limit and --time-budget: give one. --time-budget=2h fits the "
+                        "run's epochs into 2 h; --time-limit=2h stops the run as planned at 2 h")
+    flag = "--time-budget" if args.time_budget is not None else "--time-limit"
+    text = args.time_budget if args.time_budget is not None else args.time_limit
+    if text is None:
+        return None, False
+    seconds = parse_duration(text, flag)
+    if seconds <= 0:
+        raise UserError(f"{flag}={text}: must be more than 0 (e.g. 8h)")
+    return seconds, flag == "--time-budget"
+
+
 def cmd_train(args):
-    time_limit = parse_duration(args.time_limit) if args.time_limit is not None else None
-    if time_limit is not None and time_limit <= 0:
-        raise UserError(f"--time-limit={args.time_limit}: must be more than 0 (e.g. 8h)")
+    time_limit, budget = time_flags(args)
     if args.new_run and args.weights in BUILTIN_WEIGHTS:
         raise UserError(f"--new-run: starts a new run from a checkpoint of ours; with "
                         f"--weights={args.weights} every run is new already. Give "
@@ -401,8 +450,10 @@ def cmd_train(args):
     restore = install_signal_handlers(stop)
     config.display()
     print(f"Weights: {source}")
+    upto = (f"{args.epochs} or fewer, to fit --time-budget={args.time_budget}" if budget
+            else args.epochs)
     print(f"Training layers {layers} at learning rate {lr} from epoch {model.epoch} to "
-          f"{args.epochs}, {config.STEPS_PER_EPOCH} steps per epoch, {threads} threads")
+          f"{upto}, {config.STEPS_PER_EPOCH} steps per epoch, {threads} threads")
     try:
         model.make_log_dir()    # a new run's folder is claimed here, atomically
         # Only now: a folder this run does not own may be another run's, writing its files.
@@ -415,6 +466,8 @@ def cmd_train(args):
         write_json(os.path.join(model.log_dir, "config.json"), model.checkpoint_settings,
                    indent=1)
         callbacks = [stop, review]
+        if budget:
+            callbacks.append(TimeBudget(model, stop.deadline, args.epochs))
         model.train(train_set, val_set, learning_rate=lr, epochs=args.epochs, layers=layers,
                     augmentation=augmentation(config.AUGMENTATION, train_set, config),
                     custom_callbacks=callbacks, seed=args.seed,
@@ -430,9 +483,10 @@ def cmd_train(args):
         print("The training loss diverged: see the warning above and curves.png in "
               f"{model.log_dir}")
     # A stop that came during the last epoch's validation found the training done.
-    stopped = stop.reason if model.epoch < args.epochs or stop.cut_short else None
+    stopped = stop.reason if model.epoch < model.last_epoch or stop.cut_short else None
     if stopped == "time":
-        print(f"Time limit reached: saved {last}. Resume with: {resume_command(args, model)}")
+        print(f"Time {'budget' if budget else 'limit'} reached: saved {last}. "
+              f"Resume with: {resume_command(args, model)}")
         return 0
     if stopped in ("SIGINT", "SIGTERM"):
         print(f"Interrupted ({stopped}): saved {last}. "
@@ -446,7 +500,8 @@ def cmd_train(args):
 def resume_command(args, model):
     """The train command that continues from model.last_checkpoint: --weights=last when that
     picks this checkpoint, else its path (a newer run in --logs, e.g. when resuming an old
-    run), and --epochs at least one past it (an epoch cut short by a stop counts as done)."""
+    run), and --epochs: the run's last epoch (as --time-budget moved it), at least one past
+    the checkpoint (an epoch cut short by a stop counts as done)."""
     checkpoint = model.last_checkpoint
     try:
         newest = find_last_checkpoint(args.logs)
@@ -455,7 +510,7 @@ def resume_command(args, model):
     same = newest is not None and os.path.abspath(newest) == os.path.abspath(checkpoint)
     return (f"python3 WBC.py train --dataset={args.dataset} "
             f"--weights={'last' if same else checkpoint} --logs={args.logs} "
-            f"--epochs={max(args.epochs, model.epoch + 1)}")
+            f"--epochs={max(model.last_epoch or args.epochs, model.epoch + 1)}")
 
 
 def training_write_error(exc, args, model):
@@ -852,6 +907,9 @@ def build_parser():
     p.add_argument("--augment", choices=AUGMENTATIONS, default=None,
                    help=f"{'|'.join(AUGMENTATIONS)} (default: default, the run's own on resume)")
     p.add_argument("--time-limit", default=None, help="e.g. 8h: save and stop cleanly then")
+    p.add_argument("--time-budget", default=None,
+                   help="e.g. 2h: train as many of --epochs as fit in that time, timed as the "
+                        "run goes; the learning rate's cosine ends at the last that fits")
     p.add_argument("--seed", type=number(int, 0), default=None)
     threads_flag(p)
     p.add_argument("--lr-schedule", choices=["constant", "cosine"], default=None,

@@ -178,6 +178,9 @@ class MaskRCNN:
         # Our addition: what save_weights stores in each checkpoint (weights.read_settings);
         # None stores config.to_dict(). WBC.py sets the run's config.json values here.
         self.checkpoint_settings = None
+        # Our addition: the epoch the running (or last) train() call ends at; see set_last_epoch.
+        self.last_epoch = None
+        self._rate = None
         self.set_log_dir()
         self.keras_model = self.build(mode=mode, config=config)
 
@@ -470,7 +473,8 @@ class MaskRCNN:
         Returns the history: one dict of losses per epoch trained.
         Our additions: `sample_weights` (per image id) draws training images in proportion
         to them (e.g. to see rare classes more often); config.LEARNING_RATE_SCHEDULE and
-        LEARNING_RATE_WARMUP_STEPS shape the rate (schedule.py).
+        LEARNING_RATE_WARMUP_STEPS shape the rate (schedule.py); a callback may move the
+        last epoch while training runs (set_last_epoch).
         """
         if self.mode != "training":
             raise RuntimeError("Create model in training mode.")
@@ -486,6 +490,7 @@ class MaskRCNN:
         rate = schedule.learning_rate(config, learning_rate,
                                       first_step=self.epoch * config.STEPS_PER_EPOCH,
                                       total_steps=epochs * config.STEPS_PER_EPOCH)
+        self.last_epoch, self._rate = epochs, rate
         optimizer = self.make_optimizer(rate)
         train_step, eval_step = self._make_steps(optimizer)
         callbacks = keras.callbacks.CallbackList(custom_callbacks or [], model=self.keras_model)
@@ -496,11 +501,11 @@ class MaskRCNN:
         history = []
         callbacks.on_train_begin()
         try:
-            while self.epoch < epochs and not self.keras_model.stop_training:
+            while self.epoch < self.last_epoch and not self.keras_model.stop_training:
                 started = time.time()
                 callbacks.on_epoch_begin(self.epoch)
                 logs = self._run_epoch(train_step, train_iter, config.STEPS_PER_EPOCH, callbacks,
-                                       f"Epoch {self.epoch + 1}/{epochs}", progress)
+                                       f"Epoch {self.epoch + 1}/{self.last_epoch}", progress)
                 if not self.keras_model.stop_training:
                     val = self._run_epoch(eval_step, val_iter, config.VALIDATION_STEPS, None,
                                           None, False)
@@ -522,6 +527,14 @@ class MaskRCNN:
             writer.close()
         callbacks.on_train_end()
         return history
+
+    def set_last_epoch(self, epochs):
+        """During train(): end it after epoch `epochs` (absolute; at least the epoch being
+        finished) instead of the one it was called with. A cosine rate is stretched or
+        squeezed from the next step on so that it still reaches 0 at the new last step."""
+        self.last_epoch = max(int(epochs), self.epoch)
+        if isinstance(self._rate, schedule.WarmupSchedule):
+            self._rate.set_total_steps(self.last_epoch * self.config.STEPS_PER_EPOCH)
 
     def _run_epoch(self, step_fn, batches, steps, callbacks, desc, progress):
         """Run `steps` batches through step_fn; returns the mean of each loss."""

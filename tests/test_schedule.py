@@ -49,3 +49,14 @@ def test_sample_weights_draw_images_in_proportion():
     for bad in ([1, 1], [0, 0, 0, 0], [1, -1, 1, 1], [1, np.nan, 1, 1], [1, np.inf, 1, 1]):
         with pytest.raises(ValueError, match="sample_weights"):
             TrainingInput(data, TinyConfig(), sample_weights=bad)
+
+
+def test_a_compiled_step_sees_the_run_made_shorter():
+    import tensorflow as tf
+    s = schedule.WarmupSchedule(0.01, "cosine", warmup_steps=0, first_step=0, total_steps=100)
+    step_rate = tf.function(lambda i: s(i))
+    assert float(step_rate(50)) == pytest.approx(0.005, rel=1e-5)
+    s.set_total_steps(60)       # e.g. train --time-budget found that only 60 steps fit
+    assert s.total_steps == 60 and s.get_config()["total_steps"] == 60
+    assert float(step_rate(30)) == pytest.approx(0.005, rel=1e-5)
+    assert float(step_rate(60)) == pytest.approx(0.0, abs=1e-9)

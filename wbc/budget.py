@@ -1,0 +1,29 @@
+"""Fit a training run's length to a time budget (`train --time-budget`).
+
+The run starts out to train the epochs asked for (--epochs, the most it may train). After
+each epoch the number of epochs that still fit before the deadline is worked out from the
+epochs timed so far, and the run's last epoch moves there; a cosine learning rate is
+stretched or squeezed with it, so it still reaches 0 at the run's end (MaskRCNN.set_last_epoch).
+"""
+import statistics
+
+
+def typical_epoch_seconds(durations):
+    """Wall-clock seconds one more epoch is expected to take, from `durations` [s] of the
+    epochs this process has trained so far (training, validation, checkpoint, curves): their
+    mean without the first, which also traces and compiles the training step, unless the
+    first is all there is (then an overestimate, which errs on the side of the deadline)."""
+    if not durations:
+        raise ValueError("typical_epoch_seconds needs at least one epoch's duration")
+    return statistics.fmean(durations[1:] if len(durations) > 1 else durations)
+
+
+def epochs_that_fit(epochs_done, durations, seconds_left, most):
+    """The last epoch (absolute) a run can reach before its deadline.
+
+    epochs_done: the run's epochs so far (absolute, a resumed run counts its earlier ones);
+    durations: seconds of each epoch this process trained; seconds_left: until the deadline;
+    most: the last epoch asked for. Returns epochs_done plus the whole epochs of typical
+    length that fit in seconds_left, at most `most` and at least epochs_done (nothing more)."""
+    more = int(max(seconds_left, 0.0) // typical_epoch_seconds(durations))
+    return max(epochs_done, min(most, epochs_done + more))
