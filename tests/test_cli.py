@@ -139,29 +139,29 @@ def test_time_limit_and_sigterm_save_a_checkpoint_and_say_how_to_resume(tmp_path
 
 def test_time_budget_fits_the_epochs_and_ends_the_cosine_there(tmp_path, synth_data,
                                                               monkeypatch):
-    """--time-budget=10m, with epochs that take 95 s on a stand-in clock: after epoch 1, 505 s
-    are left, 5 more epochs, so the run ends after epoch 6 of the 50 asked for, and the
-    compiled step's rate follows a cosine that reaches 0 there."""
+    """--time-budget=10m, with epochs that take 100 s on a stand-in clock: after epoch 1, 500 s
+    are left, 4 more epochs with 10% to spare, so the run ends after epoch 5 of the 50 asked
+    for, and the compiled step's rate follows a cosine that reaches 0 there."""
     class SlowEpochs(wbc_module.TimeBudget):
         def __init__(self, model, deadline, most):
             ticks = iter(range(1000))
             super().__init__(model, deadline, most,
-                             clock=lambda: deadline - 600 + 95 * next(ticks))
+                             clock=lambda: deadline - 600 + 100 * next(ticks))
     monkeypatch.setattr(wbc_module, "TimeBudget", SlowEpochs)
     result = here("train", f"--dataset={synth_data}", "--weights=none", "--image-size=128",
                   "--epochs=50", "--steps-per-epoch=2", "--validation-steps=1", "--warmup=0",
                   "--lr=0.01", "--augment=none", "--time-budget=10m", f"--logs={tmp_path}")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "to 50 or fewer, to fit --time-budget=10m" in result.stdout
-    assert "Time budget: 8.4 min left, about 95 s per epoch: the run ends after epoch 6, " \
+    assert "Time budget: 8.3 min left, about 100 s per epoch: the run ends after epoch 5, " \
            "where the learning rate's cosine reaches 0" in result.stdout
     run_dir, = tmp_path.glob("wbc*")
-    assert sorted(p.name for p in run_dir.glob("*.h5"))[-1] == "mask_rcnn_wbc_0006.h5"
+    assert sorted(p.name for p in run_dir.glob("*.h5"))[-1] == "mask_rcnn_wbc_0005.h5"
     with open(run_dir / "losses.csv") as f:
         rates = [float(row["lr"]) for row in csv.DictReader(f)]
-    # epoch 1 ran on the 50-epoch cosine (100 steps); from epoch 2 on, 12 steps
+    # epoch 1 ran on the 50-epoch cosine (100 steps); from epoch 2 on, 10 steps
     expected = [0.005 * (1 + np.cos(np.pi * 2 / 100))] + [
-        0.005 * (1 + np.cos(np.pi * 2 * e / 12)) for e in range(2, 7)]
+        0.005 * (1 + np.cos(np.pi * 2 * e / 10)) for e in range(2, 6)]
     assert rates == pytest.approx(expected, rel=1e-4, abs=1e-9)
 
 

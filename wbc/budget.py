@@ -7,6 +7,12 @@ stretched or squeezed with it, so it still reaches 0 at the run's end (MaskRCNN.
 """
 import statistics
 
+#: An epoch counts as fitting only with this much to spare: epochs of one run vary by up to
+#: about 15% around their mean (B2h in docs/zheng_experiments.md: 223-296 s on a Zen 1), and an
+#: epoch planned without a margin that then does not fit ends the run above a rate of 0 (B2h
+#: planned 28 epochs with 13.2 min left at 255 s each, and stopped after 27).
+MARGIN = 1.1
+
 
 def typical_epoch_seconds(durations):
     """Wall-clock seconds one more epoch is expected to take, from `durations` [s] of the
@@ -24,6 +30,7 @@ def epochs_that_fit(epochs_done, durations, seconds_left, most):
     epochs_done: the run's epochs so far (absolute, a resumed run counts its earlier ones);
     durations: seconds of each epoch this process trained; seconds_left: until the deadline;
     most: the last epoch asked for. Returns epochs_done plus the whole epochs of typical
-    length that fit in seconds_left, at most `most` and at least epochs_done (nothing more)."""
-    more = int(max(seconds_left, 0.0) // typical_epoch_seconds(durations))
+    length, with MARGIN to spare, that fit in seconds_left, at most `most` and at least
+    epochs_done (nothing more)."""
+    more = int(max(seconds_left, 0.0) // (typical_epoch_seconds(durations) * MARGIN))
     return max(epochs_done, min(most, epochs_done + more))
