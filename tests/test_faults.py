@@ -331,14 +331,18 @@ def test_resume_command_names_the_checkpoint_when_a_newer_run_would_be_last(tmp_
         (folder / f"mask_rcnn_wbc_{epoch:04d}.h5").write_bytes(b"")
     args = argparse.Namespace(dataset="WBC", logs=str(logs), epochs=9)
 
-    def resume(checkpoint, epoch):
-        return WBC.resume_command(args, argparse.Namespace(last_checkpoint=str(checkpoint),
-                                                           epoch=epoch))
+    def resume(checkpoint, epoch, last_epoch=9):
+        return WBC.resume_command(args, argparse.Namespace(
+            last_checkpoint=str(checkpoint), epoch=epoch, last_epoch=last_epoch))
     assert f"--weights={old / 'mask_rcnn_wbc_0003.h5'} " in resume(old / "mask_rcnn_wbc_0003.h5", 3)
     assert "--weights=last " in resume(new / "mask_rcnn_wbc_0001.h5", 1)
     assert resume(new / "mask_rcnn_wbc_0001.h5", 1).endswith("--epochs=9")
     # A stop in the last epoch saves it as done: resuming must ask for one more.
     assert resume(new / "mask_rcnn_wbc_0001.h5", 9).endswith("--epochs=10")
+    # --time-budget moved the run's end to epoch 5: resuming continues that plan
+    assert resume(new / "mask_rcnn_wbc_0001.h5", 1, last_epoch=5).endswith("--epochs=5")
+    # a stop before train() started (no plan yet) falls back to --epochs
+    assert resume(new / "mask_rcnn_wbc_0001.h5", 1, last_epoch=None).endswith("--epochs=9")
 
 
 SIGINT_IN_VALIDATION = """
