@@ -392,14 +392,15 @@ def time_flags(args):
     if args.time_limit is not None and args.time_budget is not None:
         raise UserError("--time-limit and --time-budget: give one. --time-budget=2h fits the "
                         "run's epochs into 2 h; --time-limit=2h stops the run as planned at 2 h")
-    flag = "--time-budget" if args.time_budget is not None else "--time-limit"
-    text = args.time_budget if args.time_budget is not None else args.time_limit
+    budget = args.time_budget is not None
+    flag, text = ("--time-budget", args.time_budget) if budget else ("--time-limit",
+                                                                    args.time_limit)
     if text is None:
         return None, False
     seconds = parse_duration(text, flag)
     if seconds <= 0:
         raise UserError(f"{flag}={text}: must be more than 0 (e.g. 8h)")
-    return seconds, flag == "--time-budget"
+    return seconds, budget
 
 
 def cmd_train(args):
