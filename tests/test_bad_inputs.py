@@ -642,6 +642,7 @@ def flag_cases(top, data):
         ("epochs-zero", train + ["--epochs=0"], ["--epochs", "at least 1"]),
         ("steps-negative", train + ["--steps-per-epoch=-1"], ["--steps-per-epoch"]),
         ("lr-zero", train + ["--lr=0"], ["--lr", "more than 0"]),
+        ("mask-rois-zero", train + ["--mask-rois=0"], ["--mask-rois", "at least 1"]),
         ("lr-nan", train + ["--lr=nan"], ["--lr", "finite"]),
         ("image-size-100", train + ["--image-size=100"], ["multiple of 64"]),
         ("time-limit-words", train + ["--time-limit=soon"], ["not a duration"]),

@@ -209,13 +209,15 @@ def test_train_resume_detect_evaluate(tmp_path, synth_data):
     logs = tmp_path / "logs"
     common = [f"--dataset={synth_data}", f"--logs={logs}", "--image-size=128",
               "--steps-per-epoch=2", "--validation-steps=1", "--seed=0", "--augment=none"]
-    first = run("train", "--weights=none", "--epochs=1", "--color-norm=per-image", *common)
+    first = run("train", "--weights=none", "--epochs=1", "--color-norm=per-image",
+                "--mask-rois=3", *common)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "Checkpoints go to" in first.stdout
     (run_dir,) = [d for d in logs.iterdir() if d.name.startswith("wbc")]
     assert (run_dir / "mask_rcnn_wbc_0001.h5").is_file()
     saved = json.loads((run_dir / "config.json").read_text())
     assert (saved["IMAGE_MAX_DIM"], saved["COLOR_NORMALIZATION"]) == (128, "per-image")
+    assert saved["MASK_ROIS_PER_IMAGE"] == 3
     # --weights=none trains with the from-scratch recipe (WBCConfig + SCRATCH_RECIPE)
     recipe = (saved["BACKBONE"], saved["LEARNING_RATE"], saved["TRAIN_BN"])
     assert recipe == ("small", 0.0025, False)
@@ -229,6 +231,7 @@ def test_train_resume_detect_evaluate(tmp_path, synth_data):
     assert "2 steps per epoch" in second.stdout
     resumed = json.loads((run_dir / "config.json").read_text())
     assert (resumed["VALIDATION_STEPS"], resumed["AUGMENTATION"]) == (1, "none")
+    assert resumed["MASK_ROIS_PER_IMAGE"] == 3
     assert len(list(logs.iterdir())) == 1                     # continued in the same run
     finetune = tmp_path / "finetune"
     before = sorted(p.name for p in run_dir.iterdir())
