@@ -82,6 +82,10 @@ class Config:
     DETECTION_MAX_INSTANCES = 100
     DETECTION_MIN_CONFIDENCE = 0.7  # falsy (0 / None) disables the score filter
     DETECTION_NMS_THRESHOLD = 0.3
+    # Our addition (False = Matterport: one detection per ROI, of its most probable class).
+    # True: one per (ROI, class) whose probability reaches DETECTION_MIN_CONFIDENCE, as
+    # torchvision and Detectron2 do; at a threshold above 0.5 the same detections.
+    DETECTION_PER_CLASS = False
 
     LEARNING_RATE = 0.001       # users pass it to train(); train() itself does not read it
     LEARNING_RATE_SCHEDULE = "constant"     # our addition: "constant" or "cosine" (schedule.py)

@@ -8,7 +8,8 @@ All boxes here are normalized (see box_ops). Shapes:
      with T = TRAIN_ROIS_PER_IMAGE and P = int(T * ROI_POSITIVE_RATIO): positives come first,
      so masks only exist for the first P ROIs (the mask head runs on those alone).
   DetectionLayer([rois [B, R, 4], probs [B, R, NC], deltas [B, R, NC, 4], image_meta])
-      -> detections [B, DETECTION_MAX_INSTANCES, 6] rows (y1, x1, y2, x2, class_id, score).
+      -> detections [B, DETECTION_MAX_INSTANCES, 6] rows (y1, x1, y2, x2, class_id, score):
+     one per ROI (its top class) or, with DETECTION_PER_CLASS, one per (ROI, class).
 """
 import tensorflow as tf
 from mrcnn.box_ops import (apply_box_deltas_graph, box_refinement_graph, clip_boxes_graph,
@@ -224,14 +225,36 @@ class DetectionTargetLayer(Float32Layer):
                 KerasTensor((batch, positive_roi_count(c)) + tuple(c.MASK_SHAPE))]
 
 
+def detection_candidates(probs, deltas, per_class):
+    """Candidate detections of one image's R ROIs, probs [R, NC], deltas [R, NC, 4] ->
+    (roi index int32 [C], class id int32 [C], score [C], that class's deltas [C, 4]).
+
+    per_class False (Matterport): one candidate per ROI, of its most probable class (0 where
+    that is the background; the caller drops those), C = R. True (torchvision, Detectron2):
+    one per (ROI, class) pair of every class but the background, so a cell whose right class
+    is its second choice still has a detection of that class for AP to rank, C = R * (NC - 1).
+    """
+    if per_class:
+        num_rois, num_classes = tf.shape(probs)[0], tf.shape(probs)[1]
+        roi_index = tf.repeat(tf.range(num_rois), num_classes - 1)
+        class_ids = tf.tile(tf.range(1, num_classes), [num_rois])
+        return (roi_index, class_ids, tf.reshape(probs[:, 1:], [-1]),
+                tf.reshape(deltas[:, 1:], [-1, 4]))
+    roi_index = tf.range(tf.shape(probs)[0])
+    class_ids = tf.argmax(probs, axis=1, output_type=tf.int32)
+    index = tf.stack([roi_index, class_ids], axis=1)
+    return roi_index, class_ids, tf.gather_nd(probs, index), tf.gather_nd(deltas, index)
+
+
 def refine_detections_graph(rois, probs, deltas, window, config):
     """Final detections of one image: rois [R, 4], probs [R, NC], deltas [R, NC, 4],
-    window [4] (normalized). Returns [DETECTION_MAX_INSTANCES, 6], best score first."""
-    class_ids = tf.argmax(probs, axis=1, output_type=tf.int32)
-    index = tf.stack([tf.range(tf.shape(probs)[0]), class_ids], axis=1)
-    scores = tf.gather_nd(probs, index)
-    class_deltas = tf.gather_nd(deltas, index) * tf.constant(config.BBOX_STD_DEV, tf.float32)
-    boxes = clip_boxes_graph(apply_box_deltas_graph(rois, class_deltas), window)
+    window [4] (normalized). Returns [DETECTION_MAX_INSTANCES, 6], best score first.
+    DETECTION_PER_CLASS chooses the candidates (detection_candidates)."""
+    roi_index, class_ids, scores, class_deltas = detection_candidates(
+        probs, deltas, config.DETECTION_PER_CLASS)
+    class_deltas = class_deltas * tf.constant(config.BBOX_STD_DEV, tf.float32)
+    boxes = clip_boxes_graph(apply_box_deltas_graph(tf.gather(rois, roi_index), class_deltas),
+                             window)
     keep = class_ids > 0
     if config.DETECTION_MIN_CONFIDENCE:
         keep &= scores >= config.DETECTION_MIN_CONFIDENCE

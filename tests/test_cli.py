@@ -66,6 +66,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path):
         ("detect",),
         ("train", f"--dataset={tmp_path}", "--time-limit=soon"),
         ("evaluate", f"--dataset={tmp_path}", "--results=r.json", "--tta"),
+        ("evaluate", f"--dataset={tmp_path}", "--results=r.json", "--per-class"),
         ("evaluate", f"--dataset={tmp_path}", "--weights=a.h5,"),
         ("detect", f"--image={image}", "--weights=none,last"),
         ("detect", f"--image={image}", "--weights=last,missing.h5"),
@@ -331,6 +332,20 @@ def test_train_resume_detect_evaluate(tmp_path, synth_data):
                     f"--out={tmp_path / 'tta_eval'}")
     assert tta_eval.returncode == 0, tta_eval.stdout + tta_eval.stderr
     assert json.loads((tmp_path / "tta_eval" / "metrics.json").read_text())["meta"]["tta"]
+    # One detection per (region, class) against one per region: more candidates for AP to
+    # rank, the same detections at the threshold (0.7; above 0.5 only one class can pass).
+    by_flag = {}
+    for flag in ("--per-class", "--no-per-class"):
+        folder = tmp_path / f"eval{flag}"
+        result = here("evaluate", f"--dataset={synth_data}", f"--logs={logs}", flag,
+                      f"--out={folder}")
+        assert result.returncode == 0, result.stdout + result.stderr
+        by_flag[flag] = json.loads((folder / "metrics.json").read_text())
+    every, top = by_flag["--per-class"], by_flag["--no-per-class"]
+    assert (every["meta"]["per_class"], top["meta"]["per_class"]) == (True, False)
+    assert every["n_predictions"] > top["n_predictions"] > 0
+    for key in ("detection", "confusion", "segmentation"):
+        assert every[key] == top[key], key
     checkpoints = [run_dir / f"mask_rcnn_wbc_000{epoch}.h5" for epoch in (1, 2)]
     ensemble = here("evaluate", f"--dataset={synth_data}",
                     "--weights=" + ",".join(map(str, checkpoints)))

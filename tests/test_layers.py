@@ -200,6 +200,31 @@ def test_detection_layer_filters_scores_background_and_nms_per_class():
     np.testing.assert_array_equal(out[0, 2:], 0)
 
 
+def test_detection_layer_per_class_names_a_roi_once_per_class_with_that_class_box():
+    class PerClass(HandConfig):
+        DETECTION_PER_CLASS = True
+        DETECTION_MIN_CONFIDENCE = 0.2
+    r = [0.1, 0.1, 0.4, 0.4]
+    rois = np.array([[r, [0.6, 0.6, 0.9, 0.9]]], np.float32)
+    probs = np.zeros((1, 2, 3), np.float32)
+    probs[0, 0] = [0.1, 0.6, 0.3]      # class 1 at 0.6 and, second, class 2 at 0.3: both
+    probs[0, 1] = [0.7, 0.25, 0.05]    # background first: class 1 at 0.25 still a candidate
+    deltas = np.zeros((1, 2, 3, 4), np.float32)
+    deltas[0, 0, 2] = [1, 0, 0, 0]     # class 2's box of roi 0 moves down 0.1 * 0.3 * 1
+    meta = np.zeros((1, PerClass().IMAGE_META_SIZE), np.float32)
+    meta[0, 4:7] = [128, 128, 3]
+    meta[0, 7:11] = [0, 0, 128, 128]
+    inputs = [f32(rois), f32(probs), f32(deltas), f32(meta)]
+    out = DetectionLayer(PerClass())(inputs).numpy()[0]
+    np.testing.assert_allclose(out[0], r + [1, 0.6], atol=1e-6)
+    np.testing.assert_allclose(out[1], [0.13, 0.1, 0.43, 0.4, 2, 0.3], atol=1e-6)
+    np.testing.assert_allclose(out[2], [0.6, 0.6, 0.9, 0.9, 1, 0.25], atol=1e-6)
+    np.testing.assert_array_equal(out[3:], 0)
+    # One per ROI, of its top class (Matterport): roi 1 is background, roi 0 only class 1.
+    top = DetectionLayer(type("Top", (PerClass,), {"DETECTION_PER_CLASS": False})())(inputs)
+    np.testing.assert_allclose(top.numpy()[0, :2], [r + [1, 0.6], [0] * 6], atol=1e-6)
+
+
 def test_detection_layer_clips_boxes_to_the_window():
     config = HandConfig()
     meta = np.zeros((1, config.IMAGE_META_SIZE), np.float32)

@@ -363,6 +363,15 @@ def _plot_worst(metrics, gts, preds, class_names, path):
     return chosen
 
 
+# meta["per_class"] of evaluate -> how the model turned its regions into detections.
+DETECTION_KINDS = {
+    True: "one per (region, class) whose score reaches the floor, as torchvision does (a "
+          "cell's second class is ranked too); above 0.5 one class per region.",
+    False: "one per region, of its most probable class (Matterport).",
+    None: "as given in the results file.",
+}
+
+
 def _report_md(doc, worst):
     m = doc
     t = m["thresholds"]
@@ -378,6 +387,7 @@ def _report_md(doc, worst):
             "score >= {:.2f})".format(m.get("dataset") or "n/a", m.get("subset") or "n/a",
                                       m["n_images"], m["n_true_cells"], m["n_predictions"],
                                       m["n_predictions_used"], t["min_confidence"]),
+            "- Detections: " + DETECTION_KINDS[m.get("meta", {}).get("per_class")],
             "- Matching: a detection with score >= {:.2f} matches the unmatched true cell it "
             "overlaps most if their mask IoU >= {:.2f}; greedy, highest score first, one to "
             "one, class ignored for matching (a wrong class is then counted as a false "

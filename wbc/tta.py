@@ -9,9 +9,10 @@ is detected on, its masks are turned back, and the detections of all views are m
   mask overlaps it with IoU > 0.5;
 - its score for a class is the summed score of its members of that class divided by the
   number of views asked (a cell named Neutrophil at 0.9 in 6 of 8 views scores 0.675);
-- it gives one detection per class whose score reaches the threshold (as Mask R-CNN's own
-  per-class output can name one cell twice at low scores; above 0.5 only one class can),
-  with the pixels inside at least half of its members' masks.
+- it gives one detection per class whose score reaches the threshold (as the model's own
+  output does with DETECTION_PER_CLASS, WBCConfig's default, whose detections are the
+  members; above 0.5 only one class can), with the pixels inside at least half of its
+  members' masks.
 
 An ensemble (several models trained apart, e.g. with different seeds) is merged the same
 way: every (model, view) pair is one member, and the divisor is the number of members.
