@@ -36,6 +36,11 @@ COCO_WEIGHTS_PATH = os.environ.get("WBC_COCO_WEIGHTS", os.path.join(ROOT, "mask_
 COCO_EXCLUDE = ["mrcnn_class_logits", "mrcnn_bbox_fc", "mrcnn_bbox", "mrcnn_mask"]
 DEFAULT_LOGS = "logs"
 EVAL_MIN_SCORE = 0.05   # detections kept for AP in evaluate
+# Detections per image kept for AP in evaluate (by each model of an ensemble or view of --tta):
+# COCO's maxDets, as torchvision keeps. Down to EVAL_MIN_SCORE a region can give one per class,
+# and a run's own cap of 20 (detect's) was full on every image of four cells, dropping
+# low-score detections that AP ranks (README, evaluate).
+EVAL_MAX_DETECTIONS = 100
 
 
 class WBCConfig(Config):
@@ -655,7 +660,7 @@ def weights_list(spec):
 
 
 def inference_model(weights, logs, min_confidence=None, image_size=None, precision=None,
-                    tta=False, per_class=None):
+                    tta=False, per_class=None, ranked=False):
     """An inference model for --weights=A[,B...]; returns (model, [source of each weights]).
 
     Each MaskRCNN gets the config of the run its weights come from. One weights spec without
@@ -663,6 +668,8 @@ def inference_model(weights, logs, min_confidence=None, image_size=None, precisi
     ensemble) or tta: a MergedModel whose members detect down to EVAL_MIN_SCORE (or
     min_confidence if lower), with the threshold (min_confidence, else the first run's)
     applied to the merged scores. per_class: DETECTION_PER_CLASS (None keeps WBCConfig's).
+    ranked (evaluate's AP): every model, members included, keeps at least EVAL_MAX_DETECTIONS
+    detections per image instead of its run's DETECTION_MAX_INSTANCES.
     """
     specs = weights_list(weights)
     quiet_tensorflow()
@@ -673,9 +680,12 @@ def inference_model(weights, logs, min_confidence=None, image_size=None, precisi
     models, sources = [], []
     for spec, saved in zip(specs, stored):
         saved.pop("LAYERS", None)
+        cap = saved.get("DETECTION_MAX_INSTANCES", WBCConfig.DETECTION_MAX_INSTANCES)
         config = make_config(given=saved, **image_size_config(image_size),
                              DETECTION_MIN_CONFIDENCE=member_confidence, COMPUTE_DTYPE=precision,
-                             DETECTION_PER_CLASS=per_class)
+                             DETECTION_PER_CLASS=per_class,
+                             DETECTION_MAX_INSTANCES=max(cap, EVAL_MAX_DETECTIONS)
+                             if ranked else None)
         model = modellib.MaskRCNN("inference", config, logs)
         source = resolve_weights(model, spec, logs, for_training=False)
         if any(os.path.realpath(source) == os.path.realpath(s) for s in sources):
@@ -789,10 +799,11 @@ def cmd_evaluate(args):
     # precision, recall, F1, confusion and counts use `confidence`.
     model, sources = inference_model(weights, args.logs, score_floor(confidence),
                                      precision=args.precision, tta=args.tta,
-                                     per_class=args.per_class)
+                                     per_class=args.per_class, ranked=True)
     meta["model"] = ", ".join(sources)
     meta["ensemble"] = len(sources)
     meta["per_class"] = model.config.DETECTION_PER_CLASS
+    meta["max_detections"] = model.config.DETECTION_MAX_INSTANCES
     print(f"Weights: {meta['model']}" + merge_description(len(sources), args.tta))
     out = args.out or unused_report_folder(evaluate_folder(sources, args.subset, args.tta),
                                            args.dataset)

@@ -331,7 +331,8 @@ def test_train_resume_detect_evaluate(tmp_path, synth_data):
     tta_eval = here("evaluate", f"--dataset={synth_data}", f"--logs={logs}", "--tta",
                     f"--out={tmp_path / 'tta_eval'}")
     assert tta_eval.returncode == 0, tta_eval.stdout + tta_eval.stderr
-    assert json.loads((tmp_path / "tta_eval" / "metrics.json").read_text())["meta"]["tta"]
+    tta_meta = json.loads((tmp_path / "tta_eval" / "metrics.json").read_text())["meta"]
+    assert tta_meta["tta"] and tta_meta["max_detections"] == wbc_module.EVAL_MAX_DETECTIONS
     # One detection per (region, class) against one per region (the layer's own test checks
     # the candidates): the models are built as asked, the reports say which, and the
     # detections at the threshold (0.7; above 0.5 only one class can pass) are the same.
@@ -348,6 +349,14 @@ def test_train_resume_detect_evaluate(tmp_path, synth_data):
     assert "one per region, of its" in (tmp_path / "eval--no-per-class" / "report.md").read_text()
     for key in ("detection", "confusion", "segmentation"):
         assert every[key] == top[key], key
+    # Down to the score floor a region gives up to one detection per class: AP ranks up to
+    # COCO's 100 per image, not the run's own cap (20), which detect keeps.
+    cap = wbc_module.EVAL_MAX_DETECTIONS
+    run_cap = json.loads((run_dir / "config.json").read_text())["DETECTION_MAX_INSTANCES"]
+    assert every["meta"]["max_detections"] == cap > run_cap
+    assert f"At most {cap} per image." in (tmp_path / "eval--per-class" / "report.md").read_text()
+    plain, _ = wbc_module.inference_model(str(run_dir / "mask_rcnn_wbc_0002.h5"), str(logs))
+    assert plain.config.DETECTION_MAX_INSTANCES == run_cap
     checkpoints = [run_dir / f"mask_rcnn_wbc_000{epoch}.h5" for epoch in (1, 2)]
     ensemble = here("evaluate", f"--dataset={synth_data}",
                     "--weights=" + ",".join(map(str, checkpoints)))
@@ -356,6 +365,8 @@ def test_train_resume_detect_evaluate(tmp_path, synth_data):
     (report,) = run_dir.glob("mask_rcnn_wbc_0001_ensemble2-*_eval_val")
     meta = json.loads((report / "metrics.json").read_text())["meta"]
     assert meta["ensemble"] == 2 and str(checkpoints[1]) in meta["model"]
+    assert meta["max_detections"] == cap
+    assert f"At most {cap} per image (per model and view" in (report / "report.md").read_text()
     twice = here("evaluate", f"--dataset={synth_data}", f"--logs={logs}",     # same file
                  f"--weights=last,{run_dir}/./{checkpoints[1].name}")
     assert twice.returncode == 2 and "given twice" in twice.stderr, twice.stdout + twice.stderr

@@ -197,17 +197,36 @@ def test_counting_mae_by_hand():
 
 
 def test_confidence_and_greedy_order():
-    # two detections on one cell: the higher score takes it, the other is spurious;
-    # a detection below min_confidence is ignored by the matching but counted by COCO
+    # two detections on one cell that are not one outline (mask IoU 0.33 with each other,
+    # 0.6 with the cell): the higher score takes it, the other is spurious; a detection
+    # below min_confidence is ignored by the matching but counted by COCO
     cell = square(10, 10, 20)
     g = [gt(1, [cell], [4])]
-    p = [pred(1, [square(10, 11, 20), cell, square(40, 50, 10)], [4, 3, 1], [0.8, 0.9, 0.3])]
+    p = [pred(1, [square(10, 15, 20), square(10, 5, 20), square(40, 50, 10)], [4, 3, 1],
+              [0.8, 0.9, 0.3])]
     m = ev.evaluate(g, p, NAMES, min_confidence=0.5)
     assert m["per_image"][0]["matched"][0][:2] == [0, 1]         # score 0.9 wins (class 3)
     assert m["per_image"][0]["spurious"] == [0]
     assert m["n_predictions"] == 3 and m["n_predictions_used"] == 2
     mat = np.array(m["confusion"]["matrix"])
     assert mat[3, 2] == 1 and mat[5, 3] == 1
+
+
+def test_a_second_outline_of_a_cell_is_not_a_cell():
+    # Two regions over one cell naming it differently (mask IoU 0.90): at the threshold the
+    # better scored is the cell and the other is neither matched nor spurious nor counted;
+    # COCO AP still ranks it (it is the only Monocyte detection, and right).
+    cell = square(10, 10, 20)
+    g = [gt(1, [cell], [4])]
+    p = [pred(1, [square(10, 11, 20), cell, square(40, 50, 10)], [4, 3, 1], [0.8, 0.9, 0.75])]
+    m = ev.evaluate(g, p, NAMES, min_confidence=0.5)
+    img = m["per_image"][0]
+    assert img["matched"][0][:2] == [0, 1] and img["spurious"] == [2]
+    assert img["n_pred"] == 2 and m["n_predictions_used"] == 2
+    assert img["pred_counts"] == {"Basophil": 1, "Eosinophil": 0, "Lymphocyte": 1,
+                                  "Monocyte": 0, "Neutrophil": 0}
+    assert m["per_class"]["Monocyte"]["mask_AP50"] == pytest.approx(1.0)
+    assert m["thresholds"]["same_cell_iou"] == 0.5
 
 
 def test_empty_inputs_give_nulls():
@@ -373,7 +392,7 @@ def test_write_report_files(tmp_path):
     assert rescored["detection"]["spurious"] == 0 != m["detection"]["spurious"]  # 0.8 < 0.85
     report = (out / "report.md").read_text()
     for text in NAMES + ["spurious", "missed", "confusion.png", "worst.png", "pr_curves.png",
-                         "Count MAE", meta["model"]]:
+                         "Count MAE", meta["model"], "not a second outline of a cell"]:
         assert text in report
     for name in ("confusion.png", "pr_curves.png", "worst.png"):
         assert png_size(out / name) == rp.PNG_SIZES[name]

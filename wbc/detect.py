@@ -1,16 +1,17 @@
 """Running a trained model over files: `detect` (overlays, label images, results JSON, counts)
 and `evaluate` (detections of a dataset subset scored against its masks).
 
-Per image, detect writes `<stem>_overlay.png` (outlines, class names, scores) and
-`<stem>_labels.png` (uint16 instance labels, 0 = background) into --out, then a small record
-`.records/<stem>.json`; an image whose record exists is done and skipped on a rerun, so a
-killed run resumes where it stopped. A record of another file with the same stem (day1/1.bmp
-done, day2/1.bmp asked) is an error, not "done". The folder's `detections.json` (COCO results)
-and `counts.csv` are rebuilt from all its records at the end of every run, so images added
-by later runs into the same folder are listed with the earlier ones. Every file is written to a
-temporary name and renamed; temporary files of a killed run are removed by the next run, and
-a record that cannot be read counts as not done. A full disk stops the run with one line
-(finished images stay done).
+Per image, detect keeps one outline per cell (wbc.outlines: of two detections whose masks
+overlap with IoU > 0.5 the better scored) and writes `<stem>_overlay.png` (outlines, class
+names, scores) and `<stem>_labels.png` (uint16 instance labels, 0 = background) into --out,
+then a small record `.records/<stem>.json`; an image whose record exists is done and skipped on
+a rerun, so a killed run resumes where it stopped. A record of another file with the same stem
+(day1/1.bmp done, day2/1.bmp asked) is an error, not "done". The folder's `detections.json`
+(COCO results) and `counts.csv` are rebuilt from all its records at the end of every run, so
+images added by later runs into the same folder are listed with the earlier ones. Every file is
+written to a temporary name and renamed; temporary files of a killed run are removed by the
+next run, and a record that cannot be read counts as not done. A full disk stops the run with
+one line (finished images stay done).
 """
 import concurrent.futures
 import csv
@@ -24,6 +25,7 @@ from wbc.dataset import read_image
 from wbc.errors import UserError
 from mrcnn.durable import replacing
 from wbc.files import read_json, remove_stale_temp_files, write_error_message, write_json
+from wbc.outlines import one_outline_per_cell
 
 IMAGE_EXTENSIONS = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
 RECORDS = ".records"
@@ -180,7 +182,7 @@ def detect_files(model, files, out_dir, class_names, progress=True, model_descri
             except UserError as exc:
                 failed.append(str(exc))
                 continue
-            result = model.detect([image])[0]
+            result = one_outline_per_cell(model.detect([image])[0])
             writes.append(pool.submit(_save_outputs, image, result, path, stem, out_dir,
                                       class_names))
             writes[-1].add_done_callback(lambda f: f.exception() and write_failed.append(f))

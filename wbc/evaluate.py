@@ -28,9 +28,10 @@ What is computed (:func:`evaluate`):
   AP by cell size (``None`` when the subset has no true cell of that size), AR; per class
   AP and AP50 from COCOeval's precision array; the 101-point precision-recall curve per
   class at IoU 0.5.
-* At the chosen confidence (detections with score >= ``min_confidence``): a greedy,
-  one-to-one matching by mask IoU, highest score first, class ignored; a detection
-  matches the unmatched true cell it overlaps most if their IoU >= ``iou_threshold``.
+* At the chosen confidence (detections with score >= ``min_confidence``, less second
+  outlines of a cell: :mod:`wbc.outlines`): a greedy, one-to-one matching by mask IoU,
+  highest score first, class ignored; a detection matches the unmatched true cell it
+  overlaps most if their IoU >= ``iou_threshold``.
   From it: the confusion matrix (rows true class + "spurious", columns predicted class
   + "missed"), per class TP/FP/FN, precision, recall, F1 (a wrong class is a FN of the
   true class and a FP of the predicted one), Dice and IoU of the matched cells, and the
@@ -52,6 +53,7 @@ from wbc.coco_format import (SCHEMA, coco_gt_dict, gts_from_dataset,  # noqa: F4
                              load_coco_results, prepare_records, rle_boxes, to_coco_gt,
                              to_coco_results)
 from wbc.errors import UserError
+from wbc.outlines import SAME_CELL_IOU, one_per_cell
 
 __all__ = [
     "DICE_GOOD", "to_coco_gt", "to_coco_results", "load_coco_results", "gts_from_dataset",
@@ -174,6 +176,10 @@ def _match(rec, min_confidence, iou_threshold):
     scores = rec["pr_scores"]
     keep = np.flatnonzero(scores >= min_confidence)
     order = keep[np.argsort(-scores[keep], kind="stable")]
+    if len(order) > 1:                  # second outlines of a cell are not cells (outlines)
+        rles = [rec["pr_rles"][j] for j in order]
+        same = np.asarray(mask_utils.iou(rles, rles, [0] * len(rles)), dtype=np.float64)
+        order = order[one_per_cell(same.reshape(len(order), len(order)))]
     if len(order) and n_gt:
         ious = np.asarray(mask_utils.iou([rec["pr_rles"][j] for j in order], rec["gt_rles"],
                                          [0] * n_gt), dtype=np.float64).reshape(len(order), n_gt)
@@ -339,7 +345,7 @@ def evaluate(gts, preds, class_names, min_confidence=0.7, iou_threshold=0.5):
         "schema": SCHEMA,
         "classes": class_names,
         "thresholds": {"min_confidence": min_confidence, "iou_threshold": iou_threshold,
-                       "dice_good": DICE_GOOD,
+                       "dice_good": DICE_GOOD, "same_cell_iou": SAME_CELL_IOU,
                        "coco_iou_thresholds": "0.50:0.05:0.95", "coco_max_dets": 100},
         "n_images": len(records),
         "n_true_cells": n_true,

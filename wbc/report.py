@@ -372,6 +372,23 @@ DETECTION_KINDS = {
 }
 
 
+def _detections_cap(meta):
+    """' At most N per image ...' for evaluate's meta["max_detections"], else ''."""
+    if not meta.get("max_detections"):
+        return ""
+    each = " (per model and view, before merging)" if meta.get("tta") or \
+        (meta.get("ensemble") or 1) > 1 else ""
+    return f" At most {meta['max_detections']} per image{each}."
+
+
+def _second_outlines(thresholds):
+    """' (not a second outline of a cell: ...)' for metrics that dropped them, else ''."""
+    if thresholds.get("same_cell_iou") is None:
+        return ""
+    return (" (and not a second outline of a cell: mask IoU > {:.2f} with a better "
+            "detection)".format(thresholds["same_cell_iou"]))
+
+
 def _report_md(doc, worst):
     m = doc
     t = m["thresholds"]
@@ -387,12 +404,13 @@ def _report_md(doc, worst):
             "score >= {:.2f})".format(m.get("dataset") or "n/a", m.get("subset") or "n/a",
                                       m["n_images"], m["n_true_cells"], m["n_predictions"],
                                       m["n_predictions_used"], t["min_confidence"]),
-            "- Detections: " + DETECTION_KINDS[m.get("meta", {}).get("per_class")],
-            "- Matching: a detection with score >= {:.2f} matches the unmatched true cell it "
+            "- Detections: " + DETECTION_KINDS[m.get("meta", {}).get("per_class")]
+            + _detections_cap(m.get("meta", {})),
+            "- Matching: a detection with score >= {:.2f}{} matches the unmatched true cell it "
             "overlaps most if their mask IoU >= {:.2f}; greedy, highest score first, one to "
             "one, class ignored for matching (a wrong class is then counted as a false "
             "negative of the true class and a false positive of the predicted one).".format(
-                t["min_confidence"], t["iou_threshold"]),
+                t["min_confidence"], _second_outlines(t), t["iou_threshold"]),
             "- Created {}; numpy {}, pycocotools {}, matplotlib {}, Python {}.".format(
                 m["created"], m["versions"].get("numpy"), m["versions"].get("pycocotools"),
                 m["versions"].get("matplotlib"), m["versions"].get("python")),
