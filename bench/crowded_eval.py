@@ -1,13 +1,13 @@
 """COCO AP when images hold several cells: evaluate's cap of detections per image against a run's.
 
-    python3 bench/crowded_eval.py WEIGHTS.h5 --dataset=../shared/data/wbc-zheng2018 \
-        [--tile=320] [--caps 20 100]
+    python3 bench/crowded_eval.py WEIGHTS.h5 --dataset=../shared/data/wbc-zheng2018 [--tile=320]
 
 Makes 2x2 mosaics of the data set's val images (four images of one class per mosaic, each
 resized to --tile x --tile, a class's short last group filled from its first images) in a
-temporary folder in the product's layout, then scores WEIGHTS on them as `evaluate` does
-(per-class detections down to EVAL_MIN_SCORE, the run's config) at an image size of
-2 x --tile, once per cap of detections per image (DETECTION_MAX_INSTANCES). Prints one JSON
+temporary folder in the product's layout, then scores WEIGHTS on them at an image size of
+2 x --tile with the model `evaluate` builds (WBC.inference_model: the run's config, per-class
+detections down to EVAL_MIN_SCORE), twice: with the run's own cap of detections per image
+(DETECTION_MAX_INSTANCES, detect's) and with evaluate's (EVAL_MAX_DETECTIONS). Prints one JSON
 line per cap: mask AP and AP50, cells matched/missed/spurious at 0.7, detections per image
 (mean, max), how many images filled the cap, and the seconds of detection. A benchmark: it
 prints figures and asserts nothing.
@@ -51,18 +51,14 @@ def make_mosaics(dataset, out, tile):
                 Image.fromarray(array).save(os.path.join(folder, f"mosaic_{g // 4:02d}.{ext}"))
 
 
-def score(weights, data, size, cap, out):
-    """Evaluate WEIGHTS at `size` px with DETECTION_MAX_INSTANCES=cap; one dict of figures."""
+def score(weights, data, size, ranked, out):
+    """Evaluate WEIGHTS at `size` px as `evaluate` builds its model (ranked: up to
+    EVAL_MAX_DETECTIONS per image) or with the run's own cap (detect's); one dict of figures."""
     import WBC
-    from mrcnn import model as modellib
     from wbc.detect import evaluate_dataset
-    saved = WBC.weights_config(weights, WBC.DEFAULT_LOGS)
-    saved.pop("LAYERS", None)
-    config = WBC.make_config(given=saved, IMAGE_MIN_DIM=size, IMAGE_MAX_DIM=size,
-                             DETECTION_MIN_CONFIDENCE=WBC.EVAL_MIN_SCORE,
-                             DETECTION_MAX_INSTANCES=cap)
-    model = modellib.MaskRCNN("inference", config, out)
-    WBC.resolve_weights(model, weights, WBC.DEFAULT_LOGS, for_training=False)
+    model, _ = WBC.inference_model(weights, WBC.DEFAULT_LOGS, WBC.EVAL_MIN_SCORE,
+                                   image_size=size, ranked=ranked)
+    cap = model.config.DETECTION_MAX_INSTANCES
     counts, detect = [], model.detect
 
     def counted(images, verbose=0):
@@ -88,16 +84,15 @@ def main():
     ap.add_argument("weights")
     ap.add_argument("--dataset", required=True)
     ap.add_argument("--tile", type=int, default=320)
-    ap.add_argument("--caps", type=int, nargs="+", default=[20, 100])
     args = ap.parse_args()
     import WBC
     WBC.set_threads(None)
     with tempfile.TemporaryDirectory() as tmp:
         make_mosaics(args.dataset, os.path.join(tmp, "mosaics"), args.tile)
         data = WBC.load_subset(os.path.join(tmp, "mosaics"), "val")
-        for cap in args.caps:
-            print(json.dumps(score(args.weights, data, 2 * args.tile, cap,
-                                   os.path.join(tmp, f"cap{cap}"))), flush=True)
+        for ranked in (False, True):
+            print(json.dumps(score(args.weights, data, 2 * args.tile, ranked,
+                                   os.path.join(tmp, f"ranked{ranked}"))), flush=True)
 
 
 if __name__ == "__main__":

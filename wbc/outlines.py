@@ -13,6 +13,8 @@ counts and shows at its threshold. COCO AP still ranks every detection of every 
 """
 import numpy as np
 
+from wbc.tta import mask_iou_matrix
+
 SAME_CELL_IOU = 0.5
 
 
@@ -30,9 +32,7 @@ def one_per_cell(iou):
 def one_outline_per_cell(result):
     """A model.detect result dict (rois [N, 4], class_ids [N], scores [N], masks bool
     [H, W, N]) without its second outlines of a cell; rows best score first."""
-    from wbc.tta import mask_iou_matrix
     order = np.argsort(-np.asarray(result["scores"]), kind="stable")
-    masks = result["masks"][..., order]
-    kept = order[one_per_cell(mask_iou_matrix(masks))] if len(order) else order
+    kept = order[one_per_cell(mask_iou_matrix(result["masks"])[np.ix_(order, order)])]
     return dict(result, rois=result["rois"][kept], class_ids=result["class_ids"][kept],
                 scores=result["scores"][kept], masks=result["masks"][..., kept])
