@@ -1,13 +1,28 @@
-"""One outline per cell (wbc.outlines): a detection mostly on a better one's pixels is dropped."""
+"""One outline per cell (wbc.outlines): a detection mostly on a better one's pixels is dropped; the
+mask IoU every pair of detections is compared by."""
 import numpy as np
 
-from wbc.outlines import SAME_CELL_IOU, one_outline_per_cell, one_per_cell
+from wbc.outlines import SAME_CELL_IOU, mask_iou_matrix, one_outline_per_cell, one_per_cell
 
 
 def square(y, x, size, shape=(60, 80)):
     m = np.zeros(shape, bool)
     m[y:y + size, x:x + size] = True
     return m
+
+
+def test_mask_iou_matrix():
+    a, b = square(0, 0, 2), square(0, 1, 2)          # 4 px each, 2 shared
+    iou = mask_iou_matrix(np.stack([a, b, np.zeros_like(a)], -1))
+    np.testing.assert_allclose(iou, [[1, 1 / 3, 0], [1 / 3, 1, 0], [0, 0, 0]], atol=1e-6)
+    blobs = np.random.default_rng(0).random((30, 40, 12)) > 0.7     # scattered, overlapping
+    blobs[:, :, 5] = False
+    blobs[2:9, 3:7, 6] = blobs[20:28, 30:39, 7] = True
+    flat = blobs.reshape(-1, 12).astype(np.float64)
+    inter = flat.T @ flat
+    union = inter.diagonal()[:, None] + inter.diagonal()[None, :] - inter
+    brute = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    np.testing.assert_allclose(mask_iou_matrix(blobs), brute, atol=1e-6)
 
 
 def test_one_per_cell_keeps_the_first_of_each_overlapping_group():

@@ -6,7 +6,7 @@ import types
 import numpy as np
 import pytest
 
-from wbc.tta import VIEWS, MergedModel, from_view, mask_iou_matrix, merge_detections, to_view
+from wbc.tta import VIEWS, MergedModel, from_view, merge_detections, to_view
 
 
 def result(masks, class_ids, scores):
@@ -29,20 +29,6 @@ def test_the_eight_views_are_distinct_and_each_is_undone():
         assert a.shape != b.shape or not np.array_equal(a, b)
     for (t, m), view in zip(VIEWS, views):
         np.testing.assert_array_equal(from_view(view, t, m), image)
-
-
-def test_mask_iou_matrix():
-    a, b = box_mask(0, 0, 2, 2), box_mask(0, 1, 2, 3)          # 4 px each, 2 shared
-    iou = mask_iou_matrix(np.stack([a, b, np.zeros_like(a)], -1))
-    np.testing.assert_allclose(iou, [[1, 1 / 3, 0], [1 / 3, 1, 0], [0, 0, 0]], atol=1e-6)
-    blobs = np.random.default_rng(0).random((30, 40, 12)) > 0.7     # scattered, overlapping
-    blobs[:, :, 5] = False
-    blobs[2:9, 3:7, 6] = blobs[20:28, 30:39, 7] = True
-    flat = blobs.reshape(-1, 12).astype(np.float64)
-    inter = flat.T @ flat
-    union = inter.diagonal()[:, None] + inter.diagonal()[None, :] - inter
-    brute = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-    np.testing.assert_allclose(mask_iou_matrix(blobs), brute, atol=1e-6)
 
 
 def test_merge_sums_scores_per_class_over_views_and_votes_masks():

@@ -176,13 +176,14 @@ def _match(rec, min_confidence, iou_threshold):
     scores = rec["pr_scores"]
     keep = np.flatnonzero(scores >= min_confidence)
     order = keep[np.argsort(-scores[keep], kind="stable")]
+    rles = [rec["pr_rles"][j] for j in order]
     if len(order) > 1:                  # second outlines of a cell are not cells (outlines)
-        rles = [rec["pr_rles"][j] for j in order]
         same = np.asarray(mask_utils.iou(rles, rles, [0] * len(rles)), dtype=np.float64)
-        order = order[one_per_cell(same.reshape(len(order), len(order)))]
+        kept = one_per_cell(same.reshape(len(order), len(order)))
+        order, rles = order[kept], [rles[k] for k in kept]
     if len(order) and n_gt:
-        ious = np.asarray(mask_utils.iou([rec["pr_rles"][j] for j in order], rec["gt_rles"],
-                                         [0] * n_gt), dtype=np.float64).reshape(len(order), n_gt)
+        ious = np.asarray(mask_utils.iou(rles, rec["gt_rles"], [0] * n_gt),
+                          dtype=np.float64).reshape(len(order), n_gt)
     else:
         ious = np.zeros((len(order), n_gt))
     gt_taken = np.zeros(n_gt, bool)

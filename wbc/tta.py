@@ -6,7 +6,7 @@ each with and without a left-right mirror) is as good a question as the original
 is detected on, its masks are turned back, and the detections of all views are merged:
 
 - a cluster is a detection of the highest remaining score and every remaining detection whose
-  mask overlaps it with IoU > 0.5;
+  mask overlaps it with IoU > 0.5 (SAME_CELL_IOU: the bar of one outline per cell);
 - its score for a class is the summed score of its members of that class divided by the
   number of views asked (a cell named Neutrophil at 0.9 in 6 of 8 views scores 0.675);
 - it gives one detection per class whose score reaches the threshold (as the model's own
@@ -21,9 +21,9 @@ Detection takes as long as one detection per member; merging is cheap beside it.
 import numpy as np
 
 from mrcnn.np_boxes import extract_bboxes
+from wbc.outlines import SAME_CELL_IOU, mask_iou_matrix
 
 VIEWS = tuple((turns, mirror) for turns in range(4) for mirror in (False, True))
-CLUSTER_IOU = 0.5
 
 
 def to_view(array, turns, mirror):
@@ -36,25 +36,6 @@ def from_view(array, turns, mirror):
     """Undo to_view: an array [H', W', ...] of the view back in the original's frame."""
     array = array[:, ::-1] if mirror else array
     return np.rot90(array, -turns, axes=(0, 1))
-
-
-def mask_iou_matrix(masks):
-    """masks [H, W, N] (non-zero = inside) -> IoU float32 [N, N] of every pair.
-
-    Only pairs whose boxes overlap are compared, each on their boxes' intersection: no float
-    copy of the masks (H x W x N x 4 bytes), and little work when the cells are apart.
-    """
-    masks = np.asarray(masks, bool)
-    boxes = extract_bboxes(masks)
-    area = np.count_nonzero(masks, axis=(0, 1))
-    top, left = (np.maximum(boxes[:, None, k], boxes[None, :, k]) for k in (0, 1))
-    bottom, right = (np.minimum(boxes[:, None, k], boxes[None, :, k]) for k in (2, 3))
-    iou = np.diag((area > 0).astype(np.float32))
-    for i, j in zip(*np.nonzero(np.triu((top < bottom) & (left < right), k=1))):
-        rows, cols = slice(top[i, j], bottom[i, j]), slice(left[i, j], right[i, j])
-        inter = np.count_nonzero(masks[rows, cols, i] & masks[rows, cols, j])
-        iou[i, j] = iou[j, i] = inter / (area[i] + area[j] - inter)
-    return iou
 
 
 def merge_detections(results, num_classes, min_confidence=0.0):
@@ -74,7 +55,7 @@ def merge_detections(results, num_classes, min_confidence=0.0):
     for seed in np.argsort(-scores, kind="stable"):
         if not free[seed]:
             continue
-        members = np.flatnonzero(free & (iou[seed] > CLUSTER_IOU))
+        members = np.flatnonzero(free & (iou[seed] > SAME_CELL_IOU))
         members = np.union1d(members, [seed])
         free[members] = False
         by_class = np.bincount(class_ids[members], scores[members], minlength=num_classes)
