@@ -229,6 +229,25 @@ def test_a_second_outline_of_a_cell_is_not_a_cell():
     assert m["thresholds"]["same_cell_iou"] == 0.5
 
 
+def test_hundreds_of_detections_on_one_image():
+    # evaluate --tta can merge more than 255 detections on one image; pycocotools' area() fails
+    # on a list that long under NumPy 2, so areas are asked for in batches.
+    cell = square(10, 10, 20)
+    specks = [np.zeros((H, W), bool) for _ in range(299)]
+    for k, m in enumerate(specks):
+        m[k // W, k % W] = True                       # 299 one-pixel detections, all different
+    specks[0][:, :] = False
+    specks[0][40:43, 50:54] = True                    # one of 12 px
+    m = ev.evaluate([gt(1, [cell], [5])], [pred(1, [cell] + specks, [5] * 300,
+                                                  [0.9] + [0.8] * 299)], NAMES)
+    img = m["per_image"][0]
+    assert img["matched"][0][:2] == [0, 0] and len(img["spurious"]) == 299
+    assert m["per_class"]["Neutrophil"]["mask_AP50"] == pytest.approx(1.0)
+    record = ev.prepare_records([gt(1, [cell], [5])], [pred(1, [cell] + specks, [5] * 300,
+                                                            [0.5] * 300)], 5)[0]
+    assert record["pr_areas"].tolist() == [400, 12] + [1] * 298
+
+
 def test_empty_inputs_give_nulls():
     m = ev.evaluate([], [], NAMES)
     assert m["n_images"] == 0 and m["coco"]["mask"]["AP"] is None

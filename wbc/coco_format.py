@@ -35,10 +35,16 @@ def rle_boxes(rles):
     return np.asarray(mask_utils.toBbox(rles), dtype=np.float64).reshape(-1, 4)
 
 
+# pycocotools 2.0.x's area() builds a uint8 array of the number of masks it is given: under NumPy 2
+# a list of 256 or more fails with OverflowError (evaluate --tta can merge that many per image).
+AREA_BATCH = 255
+
+
 def _rle_areas(rles):
-    if not rles:
-        return np.zeros(0, np.int64)
-    return np.asarray(mask_utils.area(rles), dtype=np.int64).reshape(-1)
+    """Pixel counts int64 [N] of N RLE masks, asked of pycocotools AREA_BATCH at a time."""
+    areas = [np.asarray(mask_utils.area(rles[i:i + AREA_BATCH]), dtype=np.int64).reshape(-1)
+             for i in range(0, len(rles), AREA_BATCH)]
+    return np.concatenate(areas) if areas else np.zeros(0, np.int64)
 
 
 def _mask_rois(masks):
