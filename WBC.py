@@ -669,7 +669,8 @@ def inference_model(weights, logs, min_confidence=None, image_size=None, precisi
     min_confidence if lower), with the threshold (min_confidence, else the first run's)
     applied to the merged scores. per_class: DETECTION_PER_CLASS (None keeps WBCConfig's).
     ranked (evaluate's AP): every model, members included, keeps at least EVAL_MAX_DETECTIONS
-    detections per image instead of its run's DETECTION_MAX_INSTANCES.
+    detections per image instead of its run's DETECTION_MAX_INSTANCES; a MergedModel keeps
+    the first model's cap of merged detections.
     """
     specs = weights_list(weights)
     quiet_tensorflow()

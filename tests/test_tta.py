@@ -68,19 +68,20 @@ def test_tta_model_maps_every_view_back_to_the_original_frame():
         mask = view[..., 0] > 128
         return [result([mask], [2], [0.9])]
 
-    fake = types.SimpleNamespace(detect=detect, config=types.SimpleNamespace(NUM_CLASSES=3))
+    fake = types.SimpleNamespace(detect=detect, config=types.SimpleNamespace(
+        NUM_CLASSES=3, DETECTION_MAX_INSTANCES=100))
     (out,) = MergedModel([fake], min_confidence=0.5, views=VIEWS).detect([image])
     assert sorted(set(seen)) == [(6, 9, 3), (9, 6, 3)] and len(seen) == 8
     assert out["class_ids"].tolist() == [2] and out["scores"][0] == pytest.approx(0.9)
     np.testing.assert_array_equal(out["masks"][..., 0], image[..., 0] > 128)
 
 
-def fake_model(class_id, score, num_classes=4):
+def fake_model(class_id, score, num_classes=4, max_instances=100):
     """A model that 'detects' the bright pixels of any image as one cell of class_id."""
     def detect(images, verbose=0):
         return [result([images[0][..., 0] > 128], [class_id], [score])]
     return types.SimpleNamespace(detect=detect, config=types.SimpleNamespace(
-        NUM_CLASSES=num_classes))
+        NUM_CLASSES=num_classes, DETECTION_MAX_INSTANCES=max_instances))
 
 
 def test_an_ensemble_merges_the_models_answers_per_cell_and_class():
@@ -96,6 +97,26 @@ def test_an_ensemble_merges_the_models_answers_per_cell_and_class():
     assert both["class_ids"].tolist() == [2] and both["scores"][0] == pytest.approx(0.8)
     (unfiltered,) = MergedModel(models, min_confidence=None, views=VIEWS[:1]).detect([image])
     assert unfiltered["class_ids"].tolist() == [2, 3]
+
+
+def test_merged_detections_keep_the_config_cap_of_the_best_scored():
+    """8 members, each finding two cells no other member finds: 16 clusters, cap 5."""
+    def member(k):
+        def detect(images, verbose=0):
+            cells = [box_mask(0, 2 * k, 1, 2 * k + 1, (4, 16)),
+                     box_mask(2, 2 * k, 3, 2 * k + 1, (4, 16))]
+            return [result(cells, [1, 2], [0.9 - 0.01 * k, 0.5])]
+        return types.SimpleNamespace(detect=detect, config=types.SimpleNamespace(
+            NUM_CLASSES=3, DETECTION_MAX_INSTANCES=5))
+
+    members = [member(k) for k in range(8)]
+    image = np.zeros((4, 16, 3), np.uint8)
+    everything = merge_detections([m.detect([image])[0] for m in members], 3)
+    assert len(everything["scores"]) == 16
+    (out,) = MergedModel(members, min_confidence=None, views=VIEWS[:1]).detect([image])
+    assert out["masks"].shape == (4, 16, 5) and out["class_ids"].tolist() == [1] * 5
+    np.testing.assert_allclose(out["scores"], [(0.9 - 0.01 * k) / 8 for k in range(5)],
+                               rtol=1e-6)
 
 
 def test_models_with_different_classes_cannot_be_merged():

@@ -38,13 +38,13 @@ def from_view(array, turns, mirror):
     return np.rot90(array, -turns, axes=(0, 1))
 
 
-def merge_detections(results, num_classes, min_confidence=0.0):
+def merge_detections(results, num_classes, min_confidence=0.0, max_instances=None):
     """Merge the results of (model, view) members: model.detect dicts, one per member (a
     member that found nothing still counts), masks already in the original's frame.
 
     Returns one dict like model.detect's: rois int32 [N, 4], class_ids int32 [N], scores
     float32 [N], masks bool [H, W, N]: one row per (cluster, class) of score >= min_confidence
-    (and > 0), by score.
+    (and > 0), by score, the best `max_instances` of them (None: all).
     """
     masks = np.concatenate([r["masks"] for r in results], axis=-1).astype(bool, copy=False)
     class_ids = np.concatenate([r["class_ids"] for r in results]).astype(np.int64)
@@ -65,6 +65,7 @@ def merge_detections(results, num_classes, min_confidence=0.0):
             mask = masks[..., members].sum(axis=-1) * 2 >= len(members)
             merged += [(by_class[c], int(c), mask) for c in kept]
     merged.sort(key=lambda m: -m[0])
+    merged = merged[:max_instances]
     shape = masks.shape[:2] + (len(merged),)
     out_masks = np.stack([m[2] for m in merged], axis=-1) if merged else np.zeros(shape, bool)
     return {"rois": extract_bboxes(out_masks).astype(np.int32),
@@ -79,8 +80,10 @@ class MergedModel:
 
     Build the models with a low DETECTION_MIN_CONFIDENCE (e.g. 0.05) so that a cell found at
     a modest score by some members still counts; `min_confidence` applies to the merged
-    scores. views=VIEWS is test-time augmentation; views=VIEWS[:1] (the image as it is) with
-    several models is an ensemble.
+    scores. Like a model's detect(), it keeps at most the first model's config
+    DETECTION_MAX_INSTANCES detections per image, the best scored (8 views x N detections can
+    merge into more than N). views=VIEWS is test-time augmentation; views=VIEWS[:1] (the
+    image as it is) with several models is an ensemble.
     """
 
     def __init__(self, models, min_confidence, *, views):
@@ -104,5 +107,6 @@ class MergedModel:
                     r = model.detect([view], verbose=verbose)[0]
                     r["masks"] = from_view(r["masks"], turns, mirror)
                     results.append(r)
-            out.append(merge_detections(results, self.config.NUM_CLASSES, self.min_confidence))
+            out.append(merge_detections(results, self.config.NUM_CLASSES, self.min_confidence,
+                                        self.config.DETECTION_MAX_INSTANCES))
         return out
