@@ -24,7 +24,8 @@ import sys
 import time
 
 from mrcnn.config import COLOR_NORMALIZATIONS, Config
-from wbc.dataset import CLASS_NAMES, WBCDataset  # noqa: F401  (part of WBC.py's API)
+from wbc.dataset import (CLASS_NAMES, WBCDataset,  # noqa: F401  (WBCDataset: WBC.py's API)
+                         match_class, mix_in_entries)
 from wbc.errors import UserError
 from wbc.files import (is_disk_full, is_temp_name, read_json, remove_stale_temp_files,
                        write_error_message, write_json)
@@ -186,11 +187,62 @@ def image_size_config(size):
     return {"IMAGE_MIN_DIM": size, "IMAGE_MAX_DIM": size}
 
 
-def load_subset(dataset_dir, subset, exclude=()):
+def load_subset(dataset_dir, subset, exclude=(), extra=()):
     data = WBCDataset()
-    data.load_wbc(dataset_dir, subset, exclude=exclude)
+    data.load_wbc(dataset_dir, subset, exclude=exclude, extra=extra)
     data.prepare()
     return data
+
+
+MixIn = collections.namedtuple("MixIn", "folder counts text")
+MixIn.__doc__ = """A --mix-in flag: counts {class name: images} of folder/train, as typed."""
+
+
+def mix_in_flag(text):
+    """An argparse type for --mix-in=DIR:CLASS=N[,CLASS=N...] -> MixIn."""
+    example = "e.g. WBC-cells:Basophil=20 or WBC-cells:Basophil=20,Eosinophil=10"
+    folder, _, spec = text.rpartition(":")
+    if not folder or "=" not in spec:
+        raise argparse.ArgumentTypeError(f"{text!r} is not DIR:CLASS=N ({example})")
+    counts = {}
+    for part in spec.split(","):
+        name, _, number_text = part.partition("=")
+        cls = match_class(name)
+        if cls is None:
+            raise argparse.ArgumentTypeError(
+                f"{name!r} in {text!r} is not a class ({', '.join(CLASS_NAMES)})")
+        try:
+            count = int(number_text)
+        except ValueError:
+            count = 0
+        if count < 1:
+            raise argparse.ArgumentTypeError(
+                f"{part!r} in {text!r}: give the number of images, at least 1 ({example})")
+        if cls in counts:
+            raise argparse.ArgumentTypeError(f"{cls} given twice in {text!r}")
+        counts[cls] = count
+    return MixIn(folder, counts, text)
+
+
+def mix_in_pairs(mix_ins):
+    """The image/mask pairs the --mix-in flags add to the training set, with one line printed
+    per flag, e.g. `Mixed into train: 20 Basophil (synth_00003 ... synth_00103) of
+    WBC-cells/train`. UserError when a folder is given twice."""
+    folders = [os.path.realpath(mix.folder) for mix in mix_ins]
+    for i, folder in enumerate(folders):
+        if folder in folders[:i]:
+            raise UserError(f"--mix-in={mix_ins[i].text}: {mix_ins[i].folder} is given twice. "
+                            "Give each folder once, with its classes as CLASS=N,CLASS=N")
+    pairs = []
+    for mix in mix_ins:
+        entries = mix_in_entries(mix.folder, mix.counts)
+        parts = []
+        for cls, n in mix.counts.items():
+            stems = [e["stem"] for e in entries if e["class_name"] == cls]
+            parts.append(f"{n} {cls} ({stems[0]}{f' ... {stems[-1]}' if n > 1 else ''})")
+        print(f"Mixed into train: {', '.join(parts)} of {os.path.join(mix.folder, 'train')}")
+        pairs += entries
+    return pairs
 
 
 def class_balance_weights(dataset, power):
@@ -438,7 +490,10 @@ def cmd_train(args):
              "MASK_ROIS_PER_IMAGE": args.mask_rois}
     config = make_config(given={**scratch, **base}, **flags)
     broken = print_data_summary(args.dataset)
-    train_set = load_subset(args.dataset, "train", broken)
+    mixed_in = mix_in_pairs(args.mix_in)
+    train_set = load_subset(args.dataset, "train", broken, mixed_in)
+    if mixed_in:
+        print(f"Training set: {train_set.num_images} images, {len(mixed_in)} of them mixed in")
     val_set = load_subset(args.dataset, "val", broken)
     threads = set_threads(args.threads)
     if args.seed is not None:
@@ -518,9 +573,11 @@ def resume_command(args, model):
     except UserError:
         newest = None
     same = newest is not None and os.path.abspath(newest) == os.path.abspath(checkpoint)
-    return (f"python3 WBC.py train --dataset={args.dataset} "
-            f"--weights={'last' if same else checkpoint} --logs={args.logs} "
-            f"--epochs={max(model.last_epoch or args.epochs, model.epoch + 1)}")
+    q = shlex.quote
+    return (f"python3 WBC.py train --dataset={q(args.dataset)} "
+            f"--weights={'last' if same else q(checkpoint)} --logs={q(args.logs)} "
+            f"--epochs={max(model.last_epoch or args.epochs, model.epoch + 1)}"
+            + "".join(f" --mix-in={q(mix.text)}" for mix in args.mix_in))
 
 
 def training_write_error(exc, args, model):
@@ -967,6 +1024,11 @@ def build_parser():
                    help="train the mask head on at most N positive ROIs per image, a random "
                         "sample (default: all, about 10 per cell; 4 makes a step about a third "
                         "shorter on CPUs without bfloat16; the run's own on resume)")
+    p.add_argument("--mix-in", type=mix_in_flag, action="append", default=[],
+                   metavar="DIR:CLASS=N",
+                   help="add the first N training images of CLASS from the data set DIR "
+                        "(e.g. drawn by synth --single-cells) to the training set, as if they "
+                        "were in it; several classes as CLASS=N,CLASS=N; repeatable")
     precision_flag(p)
 
     p = add("evaluate", cmd_evaluate, "python3 WBC.py evaluate --dataset=WBC --weights=last",

@@ -1,6 +1,7 @@
 """WBC.py run as a user would on tiny synthetic data: each command's first run of a flow as
 a subprocess, as a user runs it; reruns and error cases in this process (`here`), which
 saves a Python and TensorFlow start-up (about 9 s on a slow CPU) per call."""
+import argparse
 import csv
 import json
 import os
@@ -119,9 +120,21 @@ def test_train_from_matterport_coco_weights(tmp_path, synth_data):
 def test_time_limit_and_sigterm_save_a_checkpoint_and_say_how_to_resume(tmp_path, synth_data):
     common = [f"--dataset={synth_data}", "--weights=none", "--image-size=128", "--epochs=50",
               "--steps-per-epoch=1000", "--validation-steps=1", "--augment=none"]
-    result = run("train", *common, "--time-limit=1s", f"--logs={tmp_path / 'a'}")
+    # one of the data set's own pairs again, under another stem, mixed in from another folder
+    image = sorted((synth_data / "train" / "image").glob("*/*"))[0]
+    cls = image.parent.name
+    mask = next((synth_data / "train" / "mask" / cls).glob(image.stem + ".*"))
+    for kind, path in (("image", image), ("mask", mask)):
+        (tmp_path / "more" / "train" / kind / cls).mkdir(parents=True)
+        shutil.copy(path, tmp_path / "more" / "train" / kind / cls / ("more" + path.suffix))
+    mix = f"--mix-in={tmp_path / 'more'}:{cls}=1"
+    result = run("train", *common, "--time-limit=1s", f"--logs={tmp_path / 'a'}", mix)
     assert result.returncode == 0, result.stdout + result.stderr
+    assert f"Mixed into train: 1 {cls} (more) of {tmp_path / 'more' / 'train'}" in result.stdout
+    own = len(list((synth_data / "train" / "image").glob("*/*")))
+    assert f"Training set: {own + 1} images, 1 of them mixed in" in result.stdout
     assert "Time limit reached" in result.stdout and "--weights=last" in result.stdout
+    assert mix in result.stdout.split("Resume with:")[1]
     assert list((tmp_path / "a").glob("wbc*/mask_rcnn_wbc_0001.h5"))
 
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
@@ -136,6 +149,16 @@ def test_time_limit_and_sigterm_save_a_checkpoint_and_say_how_to_resume(tmp_path
     assert proc.returncode == 143, out + err
     assert "Interrupted (SIGTERM)" in out and "Resume with" in out
     assert list((tmp_path / "b").glob("wbc*/mask_rcnn_wbc_0001.h5"))
+
+
+def test_mix_in_flag_reads_folders_with_colons_and_names_classes_as_folders_do():
+    mix = wbc_module.mix_in_flag(r"C:\cells\WBC-cells:Basophil=20,eosi=3")
+    assert mix.folder == r"C:\cells\WBC-cells"
+    assert mix.counts == {"Basophil": 20, "Eosinophil": 3}
+    for bad in (r"C:\cells\WBC-cells", "WBC-cells:Basophil", "WBC-cells:Basophil=\u00b2",
+                "WBC-cells:Basophil=-2", ":Basophil=2"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            wbc_module.mix_in_flag(bad)
 
 
 def test_time_budget_fits_the_epochs_and_ends_the_cosine_there(tmp_path, synth_data,

@@ -20,8 +20,8 @@ from PIL import Image
 from conftest import SHARED_DATA
 from wbc.dataset import (
     CLASS_NAMES, WBCDataset, check_dataset, default_min_area, fit_mask_to_image,
-    format_check_report, image_size, mask_to_instances, match_class, read_image, read_mask,
-    scan_dataset)
+    format_check_report, image_size, mask_to_instances, match_class, mix_in_entries,
+    read_image, read_mask, scan_dataset)
 from wbc.errors import UserError
 from wbc.lisc import format_import_report, import_lisc
 
@@ -431,6 +431,84 @@ def test_wbc_dataset_loads_images_and_masks(tmp_path, caplog):
     assert masks.shape == (H, W, 1) and masks[14:24, 14:34, 0].all() and masks.sum() == 200
     image = ds.load_image(refs["b.png"])
     assert image.dtype == np.uint8 and image.shape == (H, W, 3)
+
+
+def test_mixed_in_pairs_train_as_if_their_files_were_in_the_folder(tmp_path):
+    """--mix-in's pairs: the first N of a class in natural order of stems (s4, s9, s14, not
+    s14 first), ordered among the data set's own exactly as a folder holding both lists them."""
+    real, drawn, both = (str(tmp_path / name) for name in ("real", "drawn", "both"))
+    for stem in ("cellavision_089", "tecom_291"):
+        make_pair(real, "train", "Basophil", stem)
+    make_pair(real, "train", "Monocyte", "m1")
+    for stem in ("s14", "s4", "s9", "s20"):
+        make_pair(drawn, "train", "Basophil", stem, img_ext=".png")
+    make_pair(drawn, "train", "Eosinophil", "s5", img_ext=".png")
+    make_pair(drawn, "train", "Monocyte", "s6", img_ext=".png")
+
+    extra = mix_in_entries(drawn, {"Basophil": 3, "Eosinophil": 1})
+    assert [(e["class_name"], e["stem"]) for e in extra] == [
+        ("Basophil", "s4"), ("Basophil", "s9"), ("Basophil", "s14"), ("Eosinophil", "s5")]
+    mixed = WBCDataset()
+    mixed.load_wbc(real, "train", extra=extra)
+
+    shutil.copytree(real, both)
+    for e in extra:
+        for kind in ("image", "mask"):
+            folder = os.path.join(both, "train", kind, e["class_name"])
+            os.makedirs(folder, exist_ok=True)
+            shutil.copy(e[kind], folder)
+    copied = WBCDataset()
+    copied.load_wbc(both, "train")
+    listed = [[(i["class_name"], i["stem"], os.path.basename(i["path"])) for i in ds.image_info]
+              for ds in (mixed, copied)]
+    assert listed[0] == listed[1] and len(listed[0]) == 7
+    assert [i["stem"] for i in mixed.image_info][:5] == [
+        "cellavision_089", "s4", "s9", "s14", "tecom_291"]
+    assert mixed.image_info[1]["path"].startswith(drawn)
+
+
+def test_mixing_in_more_than_there_is_or_a_clashing_stem_is_a_clear_error(tmp_path):
+    real, drawn = str(tmp_path / "real"), str(tmp_path / "drawn")
+    make_pair(real, "train", "Basophil", "s1")
+    for stem in ("s1", "s2"):
+        make_pair(drawn, "train", "Basophil", stem)
+    with pytest.raises(UserError, match="2 usable Basophil image/mask pairs, 3 asked to mix in"):
+        mix_in_entries(drawn, {"Basophil": 3})
+    with pytest.raises(UserError, match="dataset folder not found"):
+        mix_in_entries(str(tmp_path / "nope"), {"Basophil": 1})
+    with pytest.raises(UserError, match="has the class and stem of .*real.*s1.bmp"):
+        WBCDataset().load_wbc(real, "train", extra=mix_in_entries(drawn, {"Basophil": 1}))
+    with pytest.raises(UserError, match="0 usable Eosinophil.*Leave Eosinophil out"):
+        mix_in_entries(drawn, {"Eosinophil": 1})
+    # every chosen pair is read before training: broken, mismatched, without a cell
+    with open(os.path.join(drawn, "train", "image", "Basophil", "s2.bmp"), "r+b") as f:
+        f.truncate(20)
+    assert len(mix_in_entries(drawn, {"Basophil": 1})) == 1      # s2 is not among those read
+    with pytest.raises(UserError, match="s2.bmp"):
+        mix_in_entries(drawn, {"Basophil": 2})
+    make_pair(drawn, "train", "Monocyte", "small", mask=np.zeros((H - 3, W), np.uint8))
+    with pytest.raises(UserError, match="small.png"):
+        mix_in_entries(drawn, {"Monocyte": 1})
+    make_pair(drawn, "train", "Lymphocyte", "empty", mask=np.zeros((H, W), np.uint8))
+    with pytest.raises(UserError, match="empty.png: no cell in the mask"):
+        mix_in_entries(drawn, {"Lymphocyte": 1})
+
+
+def test_mixed_in_stems_equal_by_natural_order_sort_by_file_name_as_in_one_folder(tmp_path):
+    real, drawn, both = (str(tmp_path / name) for name in ("real", "drawn", "both"))
+    make_pair(real, "train", "Basophil", "s01", img_ext=".png")
+    make_pair(drawn, "train", "Basophil", "s1", img_ext=".bmp")
+    mixed = WBCDataset()
+    mixed.load_wbc(real, "train", extra=mix_in_entries(drawn, {"Basophil": 1}))
+    shutil.copytree(real, both)
+    for kind in ("image", "mask"):
+        for f in os.listdir(os.path.join(drawn, "train", kind, "Basophil")):
+            shutil.copy(os.path.join(drawn, "train", kind, "Basophil", f),
+                        os.path.join(both, "train", kind, "Basophil"))
+    copied = WBCDataset()
+    copied.load_wbc(both, "train")
+    assert [i["stem"] for i in mixed.image_info] == [i["stem"] for i in copied.image_info] \
+        == ["s1", "s01"]                                          # s1.bmp before s01.png
 
 
 # ---------------------------------------------------------------- check

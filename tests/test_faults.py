@@ -329,7 +329,7 @@ def test_resume_command_names_the_checkpoint_when_a_newer_run_would_be_last(tmp_
     for folder, epoch in [(old, 3), (new, 1)]:
         folder.mkdir(parents=True)
         (folder / f"mask_rcnn_wbc_{epoch:04d}.h5").write_bytes(b"")
-    args = argparse.Namespace(dataset="WBC", logs=str(logs), epochs=9)
+    args = argparse.Namespace(dataset="WBC", logs=str(logs), epochs=9, mix_in=[])
 
     def resume(checkpoint, epoch, last_epoch=9):
         return WBC.resume_command(args, argparse.Namespace(
@@ -343,6 +343,12 @@ def test_resume_command_names_the_checkpoint_when_a_newer_run_would_be_last(tmp_
     assert resume(new / "mask_rcnn_wbc_0001.h5", 1, last_epoch=5).endswith("--epochs=5")
     # a stop before train() started (no plan yet) falls back to --epochs
     assert resume(new / "mask_rcnn_wbc_0001.h5", 1, last_epoch=None).endswith("--epochs=9")
+    # --mix-in flags are repeated, quoted for the shell as every path is
+    args.dataset, args.mix_in = "my data", [WBC.mix_in_flag("drawn cells:Basophil=20"),
+                                            WBC.mix_in_flag("more:Eosi=2")]
+    line = resume(new / "mask_rcnn_wbc_0001.h5", 1)
+    assert "--dataset='my data' " in line
+    assert line.endswith("--epochs=9 --mix-in='drawn cells:Basophil=20' --mix-in=more:Eosi=2")
 
 
 SIGINT_IN_VALIDATION = """

@@ -19,8 +19,8 @@ Layout (the user's contract, see design.md)::
 Public API: :data:`CLASS_NAMES`, :func:`match_class`, :func:`read_image`,
 :func:`read_mask`, :func:`image_size`, :func:`default_min_area`,
 :func:`fit_mask_to_image`, :func:`mask_to_instances`, :func:`scan_dataset`,
-:class:`WBCDataset`, :func:`check_dataset`, :func:`format_check_report`. Importing the
-LISC archive into this layout is :mod:`wbc.lisc`.
+:func:`mix_in_entries`, :class:`WBCDataset`, :func:`check_dataset`,
+:func:`format_check_report`. Importing the LISC archive into this layout is :mod:`wbc.lisc`.
 
 Problems found while scanning or checking are dicts ``{"severity": "error"|"warning",
 "kind": str, "path": str, "message": str, "fix": str}`` (plus ``"subset"`` in
@@ -476,6 +476,41 @@ def scan_dataset(root, subset):
     return entries, problems
 
 
+def mix_in_entries(dataset_dir, counts, subset="train"):
+    """Pairs of another data set to add to a training set: the first counts[cls] usable pairs
+    (stems in natural order, as scan_dataset lists them) of each class cls of
+    <dataset_dir>/<subset>, e.g. of single cells drawn by ``synth --single-cells``.
+
+    counts: {class name (CLASS_NAMES): number of pairs}. Returns scan_dataset entries.
+    Raises UserError when the folder is missing, a class has fewer pairs than asked, or a
+    chosen pair does not decode, has a mask of another size or no cell in it (each is read
+    once here, so that training cannot fail on it).
+    """
+    entries, problems = scan_dataset(dataset_dir, subset)
+    for p in problems:
+        if p["kind"] == "missing_folder":
+            raise _fail(p["path"], p["message"],
+                        "Give --mix-in a data set folder holding {}/image/<Class>/ and "
+                        "{}/mask/<Class>/, e.g. made by python3 WBC.py synth "
+                        "--single-cells".format(subset, subset))
+    chosen = []
+    for cls, count in counts.items():
+        of_class = [e for e in entries if e["class_name"] == cls]
+        if len(of_class) < count:
+            raise _fail(os.path.join(os.fspath(dataset_dir), subset, "image", cls),
+                        "{} usable {} image/mask pairs, {} asked to mix in".format(
+                            len(of_class), cls, count),
+                        "Ask for at most {}, or draw more (python3 WBC.py synth "
+                        "--single-cells --out={})".format(len(of_class), dataset_dir)
+                        if of_class else "Leave {} out of --mix-in".format(cls))
+        chosen += of_class[:count]
+    for e in chosen:
+        shape = read_image(e["image"]).shape
+        if not mask_to_instances(read_mask(e["mask"]), shape, path=e["mask"]).shape[-1]:
+            raise _fail(e["mask"], "no cell in the mask", "Mix in another image")
+    return chosen
+
+
 _SUMMARY = {
     "missing_mask": "images without a mask skipped",
     "missing_image": "masks without an image ignored",
@@ -500,6 +535,22 @@ def _summarise(problems):
     return lines
 
 
+def _merge_entries(entries, extra):
+    """entries and extra in the order scan_dataset gives a folder holding both (class, then
+    natural order of stems, then of file names); a UserError when two share a class and stem
+    (their image ids would clash)."""
+    merged = list(entries) + list(extra)
+    seen = {}
+    for e in merged:
+        key = (e["class_name"], e["stem"])
+        if key in seen:
+            raise _fail(e["image"], "has the class and stem of {}".format(seen[key]),
+                        "Rename one of them, or mix in other images")
+        seen[key] = e["image"]
+    return sorted(merged, key=lambda e: (e["class_id"], _natural_key(e["stem"]),
+                                         _natural_key(os.path.basename(e["image"]))))
+
+
 ############################################################
 #  Matterport-style dataset
 ############################################################
@@ -516,13 +567,16 @@ class WBCDataset(utils.Dataset):
         masks, class_ids = dataset.load_mask(i)  # bool [H, W, N], int32 [N]
     """
 
-    def load_wbc(self, dataset_dir, subset, exclude=()):
+    def load_wbc(self, dataset_dir, subset, exclude=(), extra=()):
         """Register the 5 classes and every usable image/mask pair of <dataset_dir>/<subset>.
 
         exclude: paths of files known to be broken (e.g. the error paths of
         :func:`check_dataset`); a pair whose image or mask is among them is left out.
-        Raises UserError when a folder is missing or no pair is usable. Skipped files are
-        logged as warnings, one summary line per kind of problem.
+        extra: entries of other folders to add (:func:`mix_in_entries`), ordered among the
+        folder's own as if their files were in it (by class, then natural order of stems).
+        Raises UserError when a folder is missing, no pair is usable or an extra pair has the
+        class and stem of another. Skipped files are logged as warnings, one summary line per
+        kind of problem.
         """
         for class_id, name in enumerate(CLASS_NAMES, start=1):
             self.add_class(SOURCE, class_id, name)
@@ -543,6 +597,7 @@ class WBCDataset(utils.Dataset):
                         "mask/<Class>/; run 'WBC.py check' for details")
         for line in _summarise(problems):
             logger.warning("%s/%s: %s", dataset_dir, subset, line)
+        entries = _merge_entries(entries, extra)
         for e in entries:
             self.add_image(SOURCE, image_id="{}/{}".format(e["class_name"], e["stem"]),
                            path=e["image"], mask_path=e["mask"], class_name=e["class_name"],
