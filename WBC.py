@@ -226,7 +226,7 @@ def mix_in_flag(text):
 
 def mix_in_pairs(mix_ins):
     """The image/mask pairs the --mix-in flags add to the training set, with one line printed
-    per flag, e.g. `Mixed into train: 20 Basophil (synth_00003 ... synth_00103) of
+    per flag, e.g. `Mixed into train: 20 Basophil (synth_00004 ... synth_00124) of
     WBC-cells/train`. UserError when a folder is given twice."""
     folders = [os.path.realpath(mix.folder) for mix in mix_ins]
     for i, folder in enumerate(folders):
