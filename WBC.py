@@ -212,12 +212,10 @@ def mix_in_flag(text):
             raise argparse.ArgumentTypeError(
                 f"{name!r} in {text!r} is not a class ({', '.join(CLASS_NAMES)})")
         try:
-            count = int(number_text)
-        except ValueError:
-            count = 0
-        if count < 1:
+            count = number(int, 1)(number_text)
+        except argparse.ArgumentTypeError as exc:
             raise argparse.ArgumentTypeError(
-                f"{part!r} in {text!r}: give the number of images, at least 1 ({example})")
+                f"{part!r} in {text!r}: give the number of images ({exc}; {example})") from None
         if cls in counts:
             raise argparse.ArgumentTypeError(f"{cls} given twice in {text!r}")
         counts[cls] = count
