@@ -556,7 +556,8 @@ def cmd_train(args):
               f"Resume with: {resume_command(args, model)}")
         return 130 if stopped == "SIGINT" else 143
     print(f"Done: {last}")
-    print(f"Next: python3 WBC.py evaluate --dataset={args.dataset} --weights={last}")
+    print(f"Next: python3 WBC.py evaluate --dataset={shlex.quote(args.dataset)} "
+          f"--weights={shlex.quote(last)}")
     return 0
 
 
@@ -879,7 +880,7 @@ def cmd_import_lisc(args):
     from wbc.lisc import format_import_report, import_lisc
     report = import_lisc(args.source, args.out, val_fraction=args.val_fraction, seed=args.seed)
     print(format_import_report(report))
-    print(f"Next: python3 WBC.py check --dataset={args.out}")
+    print(f"Next: python3 WBC.py check --dataset={shlex.quote(args.out)}")
     return 0
 
 

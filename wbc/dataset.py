@@ -32,6 +32,7 @@ import logging
 import math
 import os
 import re
+import shlex
 import warnings
 
 import numpy as np
@@ -501,7 +502,7 @@ def mix_in_entries(dataset_dir, counts, subset="train"):
                         "{} usable {} image/mask pairs, {} asked to mix in".format(
                             len(of_class), cls, count),
                         "Ask for at most {}, or draw more (python3 WBC.py synth "
-                        "--single-cells --out={})".format(len(of_class), dataset_dir)
+                        "--single-cells --out={})".format(len(of_class), shlex.quote(os.fspath(dataset_dir)))
                         if of_class else "Leave {} out of --mix-in".format(cls))
         chosen += of_class[:count]
     for e in chosen:
