@@ -243,6 +243,30 @@ def mix_in_pairs(mix_ins):
     return pairs
 
 
+def mix_in_record(mix_ins):
+    """The --mix-in flags in a normal form, as recorded with a run (MIX_IN): one
+    ABSOLUTE_DIR:CLASS=N,... text per flag, classes and flags sorted, so flags that add the
+    same images give the same record."""
+    return sorted(f"{os.path.abspath(mix.folder)}:"
+                  + ",".join(f"{cls}={n}" for cls, n in sorted(mix.counts.items()))
+                  for mix in mix_ins)
+
+
+def mix_in_change(recorded, given):
+    """The warning for a run continued with other --mix-in flags than its checkpoint was
+    trained with, else None. recorded: the checkpoint's MIX_IN (None for a checkpoint from
+    before it was recorded: no warning); given: mix_in_record of this command's flags."""
+    if recorded is None or list(recorded) == list(given):
+        return None
+
+    def flags(texts):
+        return " ".join(f"--mix-in={shlex.quote(t)}" for t in texts) or "no --mix-in"
+    keep = f"give {flags(recorded)}" if recorded else "leave out --mix-in"
+    return (f"Warning: the checkpoint this run continues from was trained with "
+            f"{flags(recorded)}; this command gives {flags(given)}, so it trains on other "
+            f"images. To train on the same, {keep}")
+
+
 def class_balance_weights(dataset, power):
     """Per-image sampling weights (count of the image's class) ** -power, or None for 0:
     0.5 draws a class of n images in proportion to sqrt(n) instead of n."""
@@ -504,6 +528,12 @@ def cmd_train(args):
     source = resolve_weights(model, args.weights, args.logs, for_training=True)
     if args.new_run:
         model.set_log_dir()     # epoch 0 in a new run folder, not the checkpoint's run
+    if model.last_checkpoint:   # continuing a run: on the images it was trained on?
+        from mrcnn.weights import read_settings
+        change = mix_in_change((read_settings(model.last_checkpoint) or {}).get("MIX_IN"),
+                               mix_in_record(args.mix_in))
+        if change:
+            print(change)
     layers = args.layers or saved_layers or (
         "3+" if args.weights in ("coco", "imagenet") else "all")
     check_layers_match(model, layers)
@@ -525,7 +555,8 @@ def cmd_train(args):
             print(f"Removed {len(stale)} temporary file(s) of an interrupted run: "
                   f"{', '.join(stale)}")
         print(f"Checkpoints go to {model.log_dir}", flush=True)
-        model.checkpoint_settings = dict(config.to_dict(), LAYERS=layers, LEARNING_RATE=lr)
+        model.checkpoint_settings = dict(config.to_dict(), LAYERS=layers, LEARNING_RATE=lr,
+                                         MIX_IN=mix_in_record(args.mix_in))
         write_json(os.path.join(model.log_dir, "config.json"), model.checkpoint_settings,
                    indent=1)
         callbacks = [stop, review]

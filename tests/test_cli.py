@@ -117,8 +117,24 @@ def test_train_from_matterport_coco_weights(tmp_path, synth_data):
         np.testing.assert_array_equal(f["conv1/conv1/kernel:0"][()], written["conv1"][0])
 
 
+def test_demo_draws_trains_a_small_model_evaluates_and_detects(tmp_path):
+    out = tmp_path / "demo"
+    result = run("demo", f"--out={out}", "--minutes=0.2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    (saved,) = (out / "logs").glob("wbc*/config.json")
+    saved = json.loads(saved.read_text())
+    assert (saved["BACKBONE"], saved["IMAGE_MAX_DIM"], saved["LEARNING_RATE"]) == ("small", 256,
+                                                                                   0.01)
+    assert list((out / "data" / "train" / "image").glob("*/*"))
+    assert (out / "evaluate" / "report.md").is_file()
+    assert len(list((out / "detect").glob("*_overlay.png"))) == 6
+    with open(out / "detect" / "counts.csv") as f:
+        assert len({row["image"] for row in csv.DictReader(f)}) == 6
+    assert "Demo finished in" in result.stdout
+
+
 def test_time_limit_and_sigterm_save_a_checkpoint_and_say_how_to_resume(tmp_path, synth_data):
-    common = [f"--dataset={synth_data}", "--weights=none", "--image-size=128", "--epochs=50",
+    common = [f"--dataset={synth_data}", "--image-size=128", "--epochs=50",
               "--steps-per-epoch=1000", "--validation-steps=1", "--augment=none"]
     # one of the data set's own pairs again, under another stem, mixed in from another folder
     image = sorted((synth_data / "train" / "image").glob("*/*"))[0]
@@ -128,27 +144,63 @@ def test_time_limit_and_sigterm_save_a_checkpoint_and_say_how_to_resume(tmp_path
         (tmp_path / "more" / "train" / kind / cls).mkdir(parents=True)
         shutil.copy(path, tmp_path / "more" / "train" / kind / cls / ("more" + path.suffix))
     mix = f"--mix-in={tmp_path / 'more'}:{cls}=1"
-    result = run("train", *common, "--time-limit=1s", f"--logs={tmp_path / 'a'}", mix)
+    result = run("train", *common, "--weights=none", "--time-limit=1s",
+                 f"--logs={tmp_path / 'a'}", mix)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"Mixed into train: 1 {cls} (more) of {tmp_path / 'more' / 'train'}" in result.stdout
     own = len(list((synth_data / "train" / "image").glob("*/*")))
     assert f"Training set: {own + 1} images, 1 of them mixed in" in result.stdout
     assert "Time limit reached" in result.stdout and "--weights=last" in result.stdout
     assert mix in result.stdout.split("Resume with:")[1]
-    assert list((tmp_path / "a").glob("wbc*/mask_rcnn_wbc_0001.h5"))
+    (run_dir,) = (tmp_path / "a").glob("wbc*")
+    assert (run_dir / "mask_rcnn_wbc_0001.h5").is_file()
+    assert json.loads((run_dir / "config.json").read_text())["MIX_IN"] == [mix.split("=", 1)[1]]
 
+    # Continued without the flag, the run warns that it trains on other images; SIGTERM saves.
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    proc = subprocess.Popen([sys.executable, WBC, "train", *common, f"--logs={tmp_path / 'b'}"],
+    proc = subprocess.Popen([sys.executable, WBC, "train", *common, "--weights=last",
+                             f"--logs={tmp_path / 'a'}"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             stdin=subprocess.DEVNULL)
+    before = []
     for line in proc.stdout:
+        before.append(line)
         if line.startswith("Checkpoints go to"):
             break
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=600)
+    out = "".join(before) + out
     assert proc.returncode == 143, out + err
+    assert (f"was trained with {mix}; this command gives no --mix-in, so it trains on other "
+            f"images. To train on the same, give {mix}") in out
     assert "Interrupted (SIGTERM)" in out and "Resume with" in out
-    assert list((tmp_path / "b").glob("wbc*/mask_rcnn_wbc_0001.h5"))
+    assert (run_dir / "mask_rcnn_wbc_0002.h5").is_file()
+
+
+def test_mix_in_record_is_the_same_for_flags_that_add_the_same_images(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+    def record(*texts):
+        return wbc_module.mix_in_record([wbc_module.mix_in_flag(t) for t in texts])
+    same = record(f"{tmp_path / 'cells'}:Basophil=20,Eosinophil=3", f"{tmp_path / 'more'}:neut=1")
+    assert record("more:Neutrophils=1", "./cells:eosi=03,baso=20") == same
+    assert same == [f"{tmp_path / 'cells'}:Basophil=20,Eosinophil=3",
+                    f"{tmp_path / 'more'}:Neutrophil=1"]
+    assert record("cells:Basophil=20") != record("cells:Basophil=10")
+    assert record() == []
+
+
+def test_mix_in_change_warns_only_when_a_recorded_run_gets_other_flags():
+    assert wbc_module.mix_in_change(None, ["/c:Basophil=20"]) is None    # not recorded
+    assert wbc_module.mix_in_change(["/c:Basophil=20"], ["/c:Basophil=20"]) is None
+    assert wbc_module.mix_in_change([], []) is None
+    added = wbc_module.mix_in_change([], ["/my cells:Basophil=20"])
+    assert "trained with no --mix-in; this command gives --mix-in='/my cells:Basophil=20'" in added
+    assert added.endswith("To train on the same, leave out --mix-in")
+    changed = wbc_module.mix_in_change(["/a:Basophil=20"], ["/a:Basophil=10"])
+    assert ("trained with --mix-in=/a:Basophil=20; this command gives --mix-in=/a:Basophil=10"
+            in changed)
+    assert changed.endswith("To train on the same, give --mix-in=/a:Basophil=20")
 
 
 def test_mix_in_flag_reads_folders_with_colons_and_names_classes_as_folders_do():
