@@ -502,7 +502,8 @@ def mix_in_entries(dataset_dir, counts, subset="train"):
                         "{} usable {} image/mask pairs, {} asked to mix in".format(
                             len(of_class), cls, count),
                         "Ask for at most {}, or draw more (python3 WBC.py synth "
-                        "--single-cells --out={})".format(len(of_class), shlex.quote(os.fspath(dataset_dir)))
+                        "--single-cells --out={})".format(
+                            len(of_class), shlex.quote(os.fspath(dataset_dir)))
                         if of_class else "Leave {} out of --mix-in".format(cls))
         chosen += of_class[:count]
     for e in chosen:
