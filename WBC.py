@@ -245,18 +245,28 @@ def mix_in_pairs(mix_ins):
 
 def mix_in_record(mix_ins):
     """The --mix-in flags in a normal form, as recorded with a run (MIX_IN): one
-    ABSOLUTE_DIR:CLASS=N,... text per flag, classes and flags sorted, so flags that add the
-    same images give the same record."""
-    return sorted(f"{os.path.abspath(mix.folder)}:"
+    REAL_DIR:CLASS=N,... text per flag (the folder with links resolved, as the "given twice"
+    check sees it), classes and flags sorted, so flags that add the same images give the same
+    record."""
+    return sorted(f"{os.path.realpath(mix.folder)}:"
                   + ",".join(f"{cls}={n}" for cls, n in sorted(mix.counts.items()))
                   for mix in mix_ins)
+
+
+def same_images(record):
+    """A MIX_IN record with its folders' links resolved, sorted, for comparing records:
+    checkpoints saved before the record resolved links kept the folder as given."""
+    def resolved(text):
+        folder, _, counts = text.rpartition(":")
+        return f"{os.path.realpath(folder)}:{counts}"
+    return sorted(map(resolved, record))
 
 
 def mix_in_change(recorded, given):
     """The warning for a run continued with other --mix-in flags than its checkpoint was
     trained with, else None. recorded: the checkpoint's MIX_IN (None for a checkpoint from
     before it was recorded: no warning); given: mix_in_record of this command's flags."""
-    if recorded is None or list(recorded) == list(given):
+    if recorded is None or same_images(recorded) == same_images(given):
         return None
 
     def flags(texts):
@@ -437,8 +447,9 @@ class StopControl(Callback):
 class TimeBudget(Callback):
     """`train --time-budget`: after each epoch, moves the run's last epoch to the last one
     that fits before `deadline` (a time.time() value), at most `most` (--epochs), and says so
-    when the plan changes (wbc/budget.py). StopControl stops at the deadline all the same, if
-    an epoch runs long."""
+    when the plan changes (wbc/budget.py), with the --epochs that would use the budget when
+    `most` is what ends the run. StopControl stops at the deadline all the same, if an epoch
+    runs long."""
 
     def __init__(self, model, deadline, most, clock=time.time):
         self.run = model
@@ -457,13 +468,17 @@ class TimeBudget(Callback):
         self.durations.append(now - self.mark)
         self.mark = now
         planned = self.run.last_epoch
-        last = epochs_that_fit(self.run.epoch, self.durations, self.deadline - now, self.most)
+        fit = epochs_that_fit(self.run.epoch, self.durations, self.deadline - now)
+        last = min(fit, self.most)
         if last != planned or len(self.durations) == 1:
             self.run.set_last_epoch(last)
             ends = ("the run ends now" if last <= self.run.epoch else
                     f"the run ends after epoch {last}" + (
                         ", where the learning rate's cosine reaches 0" if
                         self.run.config.LEARNING_RATE_SCHEDULE == "cosine" else ""))
+            if fit > last:      # --epochs, not the budget, ends the run
+                ends += (f". --epochs={self.most} ends it before the budget, which has time "
+                         f"until epoch {fit}: give --epochs={fit} or more to use it")
             print(f"Time budget: {(self.deadline - now) / 60:.1f} min left, about "
                   f"{typical_epoch_seconds(self.durations):.0f} s per epoch: {ends}",
                   flush=True)

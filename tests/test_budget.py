@@ -11,15 +11,15 @@ def test_the_first_epoch_counts_only_until_others_are_timed():
         typical_epoch_seconds([])
 
 
-def test_whole_epochs_that_fit_capped_by_the_epochs_asked_for():
+def test_whole_epochs_that_fit_with_a_margin():
     # 3 epochs done, 45 s each after the first (49.5 s with the margin): 100 s holds 2 more
-    assert epochs_that_fit(3, [90.0, 40.0, 50.0], 100.0, most=75) == 5
-    assert epochs_that_fit(3, [90.0, 40.0, 50.0], 98.0, most=75) == 4
-    assert epochs_that_fit(3, [90.0, 40.0, 50.0], 10_000.0, most=75) == 75
+    assert epochs_that_fit(3, [90.0, 40.0, 50.0], 100.0) == 5
+    assert epochs_that_fit(3, [90.0, 40.0, 50.0], 98.0) == 4
+    assert epochs_that_fit(3, [90.0, 40.0, 50.0], 10_000.0) == 3 + 202     # --epochs aside
     # a resumed run counts its earlier epochs: 22 done, 2 of them timed in this process
-    assert epochs_that_fit(22, [60.0, 30.0], 100.0, most=40) == 25
+    assert epochs_that_fit(22, [60.0, 30.0], 100.0) == 25
 
 
 def test_nothing_more_when_the_deadline_is_near_or_past():
-    assert epochs_that_fit(4, [90.0, 40.0], 39.0, most=75) == 4
-    assert epochs_that_fit(4, [90.0, 40.0], -5.0, most=75) == 4
+    assert epochs_that_fit(4, [90.0, 40.0], 39.0) == 4
+    assert epochs_that_fit(4, [90.0, 40.0], -5.0) == 4

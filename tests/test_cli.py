@@ -154,7 +154,8 @@ def test_time_limit_and_sigterm_save_a_checkpoint_and_say_how_to_resume(tmp_path
     assert mix in result.stdout.split("Resume with:")[1]
     (run_dir,) = (tmp_path / "a").glob("wbc*")
     assert (run_dir / "mask_rcnn_wbc_0001.h5").is_file()
-    assert json.loads((run_dir / "config.json").read_text())["MIX_IN"] == [mix.split("=", 1)[1]]
+    assert (json.loads((run_dir / "config.json").read_text())["MIX_IN"]
+            == [f"{os.path.realpath(tmp_path / 'more')}:{cls}=1"])
 
     # Continued without the flag, the run warns that it trains on other images; SIGTERM saves.
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
@@ -184,10 +185,33 @@ def test_mix_in_record_is_the_same_for_flags_that_add_the_same_images(tmp_path, 
         return wbc_module.mix_in_record([wbc_module.mix_in_flag(t) for t in texts])
     same = record(f"{tmp_path / 'cells'}:Basophil=20,Eosinophil=3", f"{tmp_path / 'more'}:neut=1")
     assert record("more:Neutrophils=1", "./cells:eosi=03,baso=20") == same
-    assert same == [f"{tmp_path / 'cells'}:Basophil=20,Eosinophil=3",
-                    f"{tmp_path / 'more'}:Neutrophil=1"]
+    real = os.path.realpath(tmp_path)
+    assert same == [f"{os.path.join(real, 'cells')}:Basophil=20,Eosinophil=3",
+                    f"{os.path.join(real, 'more')}:Neutrophil=1"]
     assert record("cells:Basophil=20") != record("cells:Basophil=10")
     assert record() == []
+
+
+def test_mix_in_record_resolves_links_as_the_given_twice_check_does(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cells").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "cells")
+    real = os.path.realpath(tmp_path / "cells")
+
+    def record(text):
+        return wbc_module.mix_in_record([wbc_module.mix_in_flag(text)])
+    assert record("link:Basophil=20") == record("cells:Basophil=20") == [f"{real}:Basophil=20"]
+    # A checkpoint saved before links were resolved recorded the link itself: no warning
+    # when the run is continued through the folder, one when the counts differ.
+    through_link = [f"{tmp_path / 'link'}:Basophil=20"]
+    assert wbc_module.mix_in_change(through_link, record("cells:Basophil=20")) is None
+    assert wbc_module.mix_in_change(through_link, record("cells:Basophil=10")) is not None
+    # Resolving links can change the records' order: "link" sorts before "more", "cells" after.
+    (tmp_path / "more").mkdir()
+    both = [f"{tmp_path / 'link'}:Basophil=20", f"{tmp_path / 'more'}:Basophil=1"]
+    given = wbc_module.mix_in_record([wbc_module.mix_in_flag(t) for t in
+                                      ("more:Basophil=1", "cells:Basophil=20")])
+    assert wbc_module.mix_in_change(both, given) is None
 
 
 def test_mix_in_change_warns_only_when_a_recorded_run_gets_other_flags():
@@ -239,6 +263,34 @@ def test_time_budget_fits_the_epochs_and_ends_the_cosine_there(tmp_path, synth_d
     expected = [0.005 * (1 + np.cos(np.pi * 2 / 100))] + [
         0.005 * (1 + np.cos(np.pi * 2 * e / 10)) for e in range(2, 6)]
     assert rates == pytest.approx(expected, rel=1e-4, abs=1e-9)
+
+
+def test_time_budget_says_when_epochs_not_the_budget_end_the_run(capsys):
+    """With time for more epochs than --epochs, the plan says so and which --epochs uses the
+    budget (a user's 2-hour budget would otherwise end at the default 75 epochs unsaid)."""
+    class Run:
+        epoch = 0
+        config = types.SimpleNamespace(LEARNING_RATE_SCHEDULE="cosine")
+
+        def set_last_epoch(self, last):
+            self.last_epoch = last
+
+    def first_epoch(most):
+        """The plan after one epoch of 100 s, with 600 s of budget at the start."""
+        run, ticks = Run(), iter(range(0, 1000, 100))
+        run.last_epoch = most
+        budget = wbc_module.TimeBudget(run, deadline=600, most=most, clock=lambda: next(ticks))
+        budget.on_train_begin()
+        run.epoch = 1
+        budget.on_epoch_end(0)
+        return run.last_epoch, capsys.readouterr().out
+    last, said = first_epoch(most=3)
+    assert last == 3
+    assert ("Time budget: 8.3 min left, about 100 s per epoch: the run ends after epoch 3, "
+            "where the learning rate's cosine reaches 0. --epochs=3 ends it before the budget, "
+            "which has time until epoch 5: give --epochs=5 or more to use it") in said
+    last, said = first_epoch(most=50)      # the budget ends the run: no such words
+    assert last == 5 and "--epochs" not in said
 
 
 def test_two_runs_started_together_in_one_logs_folder_get_a_folder_each(tmp_path, synth_data):

@@ -433,24 +433,13 @@ def test_wbc_dataset_loads_images_and_masks(tmp_path, caplog):
     assert image.dtype == np.uint8 and image.shape == (H, W, 3)
 
 
-def test_mixed_in_pairs_train_as_if_their_files_were_in_the_folder(tmp_path):
-    """--mix-in's pairs: the first N of a class in natural order of stems (s4, s9, s14, not
-    s14 first), ordered among the data set's own exactly as a folder holding both lists them."""
+def mixed_and_copied(tmp_path, counts):
+    """(tmp_path/real's train subset with `counts` pairs of tmp_path/drawn mixed in, the same
+    with those pairs' files copied into a copy of real, the mixed-in entries)."""
     real, drawn, both = (str(tmp_path / name) for name in ("real", "drawn", "both"))
-    for stem in ("cellavision_089", "tecom_291"):
-        make_pair(real, "train", "Basophil", stem)
-    make_pair(real, "train", "Monocyte", "m1")
-    for stem in ("s14", "s4", "s9", "s20"):
-        make_pair(drawn, "train", "Basophil", stem, img_ext=".png")
-    make_pair(drawn, "train", "Eosinophil", "s5", img_ext=".png")
-    make_pair(drawn, "train", "Monocyte", "s6", img_ext=".png")
-
-    extra = mix_in_entries(drawn, {"Basophil": 3, "Eosinophil": 1})
-    assert [(e["class_name"], e["stem"]) for e in extra] == [
-        ("Basophil", "s4"), ("Basophil", "s9"), ("Basophil", "s14"), ("Eosinophil", "s5")]
+    extra = mix_in_entries(drawn, counts)
     mixed = WBCDataset()
     mixed.load_wbc(real, "train", extra=extra)
-
     shutil.copytree(real, both)
     for e in extra:
         for kind in ("image", "mask"):
@@ -459,6 +448,24 @@ def test_mixed_in_pairs_train_as_if_their_files_were_in_the_folder(tmp_path):
             shutil.copy(e[kind], folder)
     copied = WBCDataset()
     copied.load_wbc(both, "train")
+    return mixed, copied, extra
+
+
+def test_mixed_in_pairs_train_as_if_their_files_were_in_the_folder(tmp_path):
+    """--mix-in's pairs: the first N of a class in natural order of stems (s4, s9, s14, not
+    s14 first), ordered among the data set's own exactly as a folder holding both lists them."""
+    real, drawn = str(tmp_path / "real"), str(tmp_path / "drawn")
+    for stem in ("cellavision_089", "tecom_291"):
+        make_pair(real, "train", "Basophil", stem)
+    make_pair(real, "train", "Monocyte", "m1")
+    for stem in ("s14", "s4", "s9", "s20"):
+        make_pair(drawn, "train", "Basophil", stem, img_ext=".png")
+    make_pair(drawn, "train", "Eosinophil", "s5", img_ext=".png")
+    make_pair(drawn, "train", "Monocyte", "s6", img_ext=".png")
+
+    mixed, copied, extra = mixed_and_copied(tmp_path, {"Basophil": 3, "Eosinophil": 1})
+    assert [(e["class_name"], e["stem"]) for e in extra] == [
+        ("Basophil", "s4"), ("Basophil", "s9"), ("Basophil", "s14"), ("Eosinophil", "s5")]
     listed = [[(i["class_name"], i["stem"], os.path.basename(i["path"])) for i in ds.image_info]
               for ds in (mixed, copied)]
     assert listed[0] == listed[1] and len(listed[0]) == 7
@@ -495,18 +502,9 @@ def test_mixing_in_more_than_there_is_or_a_clashing_stem_is_a_clear_error(tmp_pa
 
 
 def test_mixed_in_stems_equal_by_natural_order_sort_by_file_name_as_in_one_folder(tmp_path):
-    real, drawn, both = (str(tmp_path / name) for name in ("real", "drawn", "both"))
-    make_pair(real, "train", "Basophil", "s01", img_ext=".png")
-    make_pair(drawn, "train", "Basophil", "s1", img_ext=".bmp")
-    mixed = WBCDataset()
-    mixed.load_wbc(real, "train", extra=mix_in_entries(drawn, {"Basophil": 1}))
-    shutil.copytree(real, both)
-    for kind in ("image", "mask"):
-        for f in os.listdir(os.path.join(drawn, "train", kind, "Basophil")):
-            shutil.copy(os.path.join(drawn, "train", kind, "Basophil", f),
-                        os.path.join(both, "train", kind, "Basophil"))
-    copied = WBCDataset()
-    copied.load_wbc(both, "train")
+    make_pair(str(tmp_path / "real"), "train", "Basophil", "s01", img_ext=".png")
+    make_pair(str(tmp_path / "drawn"), "train", "Basophil", "s1", img_ext=".bmp")
+    mixed, copied, _ = mixed_and_copied(tmp_path, {"Basophil": 1})
     assert [i["stem"] for i in mixed.image_info] == [i["stem"] for i in copied.image_info] \
         == ["s1", "s01"]                                          # s1.bmp before s01.png
 

@@ -2,7 +2,7 @@
 
 The run starts out to train the epochs asked for (--epochs, the most it may train). After
 each epoch the number of epochs that still fit before the deadline is worked out from the
-epochs timed so far, and the run's last epoch moves there; a cosine learning rate is
+epochs timed so far, and the run's last epoch moves there (to --epochs at most); a cosine learning rate is
 stretched or squeezed with it, so it still reaches 0 at the run's end (MaskRCNN.set_last_epoch).
 """
 import statistics
@@ -24,13 +24,12 @@ def typical_epoch_seconds(durations):
     return statistics.fmean(durations[1:] if len(durations) > 1 else durations)
 
 
-def epochs_that_fit(epochs_done, durations, seconds_left, most):
-    """The last epoch (absolute) a run can reach before its deadline.
+def epochs_that_fit(epochs_done, durations, seconds_left):
+    """The last epoch (absolute) a run can reach before its deadline, --epochs aside.
 
     epochs_done: the run's epochs so far (absolute, a resumed run counts its earlier ones);
-    durations: seconds of each epoch this process trained; seconds_left: until the deadline;
-    most: the last epoch asked for. Returns epochs_done plus the whole epochs of typical
-    length, with MARGIN to spare, that fit in seconds_left, at most `most` and at least
-    epochs_done (nothing more)."""
+    durations: seconds of each epoch this process trained; seconds_left: until the deadline.
+    Returns epochs_done plus the whole epochs of typical length, with MARGIN to spare, that
+    fit in seconds_left (none when it is near or past)."""
     more = int(max(seconds_left, 0.0) // (typical_epoch_seconds(durations) * MARGIN))
-    return max(epochs_done, min(most, epochs_done + more))
+    return epochs_done + more
