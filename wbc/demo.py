@@ -15,9 +15,10 @@ from wbc.synth import generate
 
 DEMO_SIZE = 256
 # The demo trains with train's --weights=none recipe at 256 px (small backbone, pyramid from P3,
-# cosine rate with warm-up, bfloat16 where the CPU has it). Its own narrower settings (P2,
-# 16 px anchors, 64-wide heads, a constant rate, float32) were measured against it twice each
-# on a Zen 4 on 2026-12-07: val mask AP50 0.43 and 0.51 against 0.69 and 0.67 (README).
+# bfloat16 where the CPU has it; the rate's cosine over --epochs=1000 barely falls in minutes).
+# Its own narrower settings (P2, 16 px anchors, 64-wide heads, a constant rate, float32) were
+# measured against it twice each on a Zen 4 on 2026-12-07: val mask AP50 0.43 and 0.51 against
+# 0.69 and 0.67 (README).
 
 
 def run_demo(args):
