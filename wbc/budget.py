@@ -2,8 +2,9 @@
 
 The run starts out to train the epochs asked for (--epochs, the most it may train). After
 each epoch the number of epochs that still fit before the deadline is worked out from the
-epochs timed so far, and the run's last epoch moves there (to --epochs at most); a cosine learning rate is
-stretched or squeezed with it, so it still reaches 0 at the run's end (MaskRCNN.set_last_epoch).
+epochs timed so far, and the run's last epoch moves there (to --epochs at most); a cosine
+learning rate is stretched or squeezed with it, so it still reaches 0 at the run's end
+(MaskRCNN.set_last_epoch).
 """
 import statistics
 
